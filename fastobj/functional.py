@@ -1,0 +1,291 @@
+"""The tensor-computation core shared by the objectives.
+
+Each hot computation has three parts, kept together here:
+
+* ``<name>_ref``: the pure-PyTorch reference. It is the CPU path, the oracle of the tests and
+  the baseline of the benchmarks; nothing else writes the formula again.
+* a ``torch.library`` custom op ``fastobj::<name>`` with a fake (meta) implementation and an
+  autograd formula, so objectives compile with ``torch.compile(fullgraph=True)``. The op's body
+  asks :func:`fastobj.backend.backend_for` on every call and runs either the Triton kernel in
+  ``fastobj.kernels`` or the reference (its backward then is the reference's own autograd).
+* the public function (``diversity``, ``total_variation``, ``dot_cossim``) the objectives call.
+
+Reductions over 16-bit inputs accumulate in float32; results come back in the input's dtype,
+except the intermediate Gram sums of Diversity, which stay in the accumulation dtype.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .backend import backend_for
+
+GRAM_NORM_EPS = 1e-12  # F.normalize's floor on ‖G_i‖_F, as in the classic Diversity
+COSSIM_EPS = 1e-8  # torch.cosine_similarity's eps, as in the classic dot_cossim
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for 16-bit inputs; float32 and float64 accumulate in themselves."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _kernels(module: str):
+    """Import fastobj.kernels.<module> lazily: Triton is only touched when a kernel runs."""
+    return importlib.import_module(f"fastobj.kernels.{module}")
+
+
+def _reference_vjp(ref: Callable, inputs: Sequence[torch.Tensor],
+                   grads: Sequence[Optional[torch.Tensor]],
+                   wrt: Optional[Sequence[bool]] = None) -> Tuple[Optional[torch.Tensor], ...]:
+    """Vector-Jacobian product of a reference function, for the ops' reference backward.
+
+    ``ref`` returns a tensor or a tuple of tensors; ``grads`` holds one cotangent per output
+    (None for an output that receives none). Gradients are taken for the inputs flagged in
+    ``wrt`` (default: all); the others get None. torch.func is used because a custom op's body
+    runs below the autograd dispatch key, where ``torch.autograd.grad`` records nothing.
+    """
+    wrt = [True] * len(inputs) if wrt is None else list(wrt)
+    primals = [t for t, w in zip(inputs, wrt) if w]
+
+    def wrapped(*diff):
+        it = iter(diff)
+        return ref(*[next(it) if w else t for t, w in zip(inputs, wrt)])
+
+    outputs, vjp = torch.func.vjp(wrapped, *primals)
+    if isinstance(outputs, tuple):
+        cotangents = tuple(torch.zeros_like(o) if g is None else g.to(o.dtype)
+                           for o, g in zip(outputs, grads))
+    else:
+        cotangents = grads[0].to(outputs.dtype)
+    found = iter(vjp(cotangents))
+    return tuple(next(found) if w else None for w in wrt)
+
+
+# --------------------------------------------------------------------------------------------
+# Diversity: Gram matrices, Frobenius-normalised, summed over the batch.
+# --------------------------------------------------------------------------------------------
+
+def diversity_sums_ref(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sums of the normalised Gram matrices of a batch.
+
+    feats: (B, C, P), sample i flattened to F_i (C x P).
+    Returns S = Σ_i g_i (C, C), sq = Σ_i ‖g_i‖²_F (0-dim) and the raw norms ‖G_i‖_F (B,), where
+    G_i = F_i F_iᵀ and g_i = G_i / max(‖G_i‖_F, 1e-12); all in the accumulation dtype.
+    """
+    f = feats.to(accumulation_dtype(feats.dtype))
+    grams = torch.matmul(f, f.transpose(1, 2))
+    norms = torch.linalg.vector_norm(grams, dim=(1, 2))
+    normalised = grams / norms.clamp_min(GRAM_NORM_EPS)[:, None, None]
+    return normalised.sum(0), normalised.square().sum(), norms
+
+
+def diversity_value(sums: torch.Tensor, sq: torch.Tensor, count) -> torch.Tensor:
+    """-(‖S‖² - Σ‖g_i‖²) / B: the classic pairwise sum over i != j, in closed form."""
+    return -(sums.square().sum() - sq) / count
+
+
+def diversity_ref(feats: torch.Tensor) -> torch.Tensor:
+    """Diversity value of a (B, C, P) batch, 0-dim, in feats' dtype (the reference path)."""
+    sums, sq, _ = diversity_sums_ref(feats)
+    return diversity_value(sums, sq, feats.shape[0]).to(feats.dtype)
+
+
+@torch.library.custom_op("fastobj::diversity_sums", mutates_args=())
+def _diversity_sums_op(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if backend_for(feats) == "triton":
+        return _kernels("diversity").diversity_sums_forward(feats)
+    sums, sq, norms = diversity_sums_ref(feats)
+    return sums.contiguous(), sq, norms
+
+
+@_diversity_sums_op.register_fake
+def _(feats):
+    acc = accumulation_dtype(feats.dtype)
+    c = feats.shape[1]
+    return (feats.new_empty((c, c), dtype=acc), feats.new_empty((), dtype=acc),
+            feats.new_empty((feats.shape[0],), dtype=acc))
+
+
+@torch.library.custom_op("fastobj::diversity_sums_backward", mutates_args=())
+def _diversity_sums_backward_op(feats: torch.Tensor, norms: torch.Tensor, grad_sums: torch.Tensor,
+                                grad_sq: torch.Tensor) -> torch.Tensor:
+    if backend_for(feats) == "triton":
+        return _kernels("diversity").diversity_sums_backward(feats, norms, grad_sums, grad_sq)
+    (grad,) = _reference_vjp(lambda f: diversity_sums_ref(f)[:2], [feats], [grad_sums, grad_sq])
+    return grad
+
+
+@_diversity_sums_backward_op.register_fake
+def _(feats, norms, grad_sums, grad_sq):
+    return torch.empty_like(feats)
+
+
+def _diversity_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output[2])
+
+
+def _diversity_backward(ctx, grad_sums, grad_sq, _grad_norms):
+    feats, norms = ctx.saved_tensors
+    if grad_sums is None:
+        grad_sums = norms.new_zeros((feats.shape[1], feats.shape[1]))
+    if grad_sq is None:
+        grad_sq = norms.new_zeros(())
+    return _diversity_sums_backward_op(feats, norms, grad_sums.contiguous(), grad_sq)
+
+
+_diversity_sums_op.register_autograd(_diversity_backward, setup_context=_diversity_setup)
+
+
+def diversity_sums(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(S, Σ‖g_i‖²) of a (B, C, P) batch through the dispatched op (differentiable)."""
+    sums, sq, _ = _diversity_sums_op(feats)
+    return sums, sq
+
+
+def diversity(feats: torch.Tensor) -> torch.Tensor:
+    """Diversity of a (B, C, P) batch through the dispatched op: 0-dim, feats' dtype."""
+    sums, sq = diversity_sums(feats)
+    return diversity_value(sums, sq, feats.shape[0]).to(feats.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Total variation over the last two dims.
+# --------------------------------------------------------------------------------------------
+
+def total_variation_ref(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic L1 total variation over the last two dims, summed over the rest; 0-dim.
+
+    Σ|x[..., i+1, :] - x[..., i, :]| + Σ|x[..., :, j+1] - x[..., :, j]|, accumulated in the
+    accumulation dtype, returned in x's dtype.
+    """
+    a = x.to(accumulation_dtype(x.dtype))
+    rows = (a[..., 1:, :] - a[..., :-1, :]).abs().sum()
+    cols = (a[..., :, 1:] - a[..., :, :-1]).abs().sum()
+    return (rows + cols).to(x.dtype)
+
+
+@torch.library.custom_op("fastobj::total_variation", mutates_args=())
+def _total_variation_op(x: torch.Tensor) -> torch.Tensor:
+    if backend_for(x) == "triton":
+        return _kernels("total_variation").total_variation_forward(x).to(x.dtype)
+    return total_variation_ref(x)
+
+
+@_total_variation_op.register_fake
+def _(x):
+    return x.new_empty(())
+
+
+@torch.library.custom_op("fastobj::total_variation_backward", mutates_args=())
+def _total_variation_backward_op(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    if backend_for(x) == "triton":
+        return _kernels("total_variation").total_variation_backward(x, grad)
+    return _reference_vjp(total_variation_ref, [x], [grad])[0]
+
+
+@_total_variation_backward_op.register_fake
+def _(x, grad):
+    return torch.empty_like(x)
+
+
+def _tv_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _tv_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return _total_variation_backward_op(x, grad)
+
+
+_total_variation_op.register_autograd(_tv_backward, setup_context=_tv_setup)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Total variation of x (rank >= 2) through the dispatched op; 0-dim, x's dtype."""
+    return _total_variation_op(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-position dot product times clamped cosine (Direction family).
+# --------------------------------------------------------------------------------------------
+
+def dot_cossim_ref(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
+                   eps: float = COSSIM_EPS, angled: bool = False) -> torch.Tensor:
+    """Channel dot product at every position, times a clamped cosine raised to cossim_pow.
+
+    acts: (B, C, P). vec: (Bv, C, Pv) with Bv in {1, B} and Pv in {1, P} (broadcast).
+    Returns (B, P) in acts' dtype.
+
+    angled=False (Direction, NeuronDirection, TensorDirection):
+        dot = Σ_c v·a;  cos = dot / (max(‖v‖, eps) · max(‖a‖, eps))  (torch.cosine_similarity).
+    angled=True (AngledNeuronDirection, per sample, Lucid's activation-atlas form):
+        dot = mean_c v·a;  cos = dot / (eps + ‖a‖)  (no division by ‖v‖).
+    Result dot · clamp(cos, min=0.1) ** cossim_pow; with cossim_pow == 0 just dot.
+    """
+    acc = accumulation_dtype(acts.dtype)
+    a, v = acts.to(acc), vec.to(acc)
+    prod = (a * v).sum(1)
+    if angled:
+        dot = prod / acts.shape[1]
+        cos = dot / (eps + torch.linalg.vector_norm(a, dim=1))
+    else:
+        dot = prod
+        cos = torch.cosine_similarity(v, a, dim=1, eps=eps)
+    out = dot if cossim_pow == 0 else dot * cos.clamp_min(0.1).pow(cossim_pow)
+    return out.to(acts.dtype)
+
+
+@torch.library.custom_op("fastobj::dot_cossim", mutates_args=())
+def _dot_cossim_op(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float, eps: float,
+                   angled: bool) -> torch.Tensor:
+    if backend_for(acts, vec) == "triton":
+        return _kernels("dot_cossim").dot_cossim_forward(acts, vec, cossim_pow, eps, angled)
+    return dot_cossim_ref(acts, vec, cossim_pow, eps, angled)
+
+
+@_dot_cossim_op.register_fake
+def _(acts, vec, cossim_pow, eps, angled):
+    return acts.new_empty((acts.shape[0], acts.shape[2]))
+
+
+@torch.library.custom_op("fastobj::dot_cossim_backward", mutates_args=())
+def _dot_cossim_backward_op(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tensor,
+                            cossim_pow: float, eps: float, angled: bool, vec_grad: bool
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Gradients for (acts, vec); the one for vec is zeros unless vec_grad is set."""
+    if backend_for(acts, vec) == "triton":
+        return _kernels("dot_cossim").dot_cossim_backward(acts, vec, grad, cossim_pow, eps,
+                                                          angled, vec_grad)
+    grad_acts, grad_vec = _reference_vjp(
+        lambda a, v: dot_cossim_ref(a, v, cossim_pow, eps, angled), [acts, vec], [grad],
+        wrt=[True, vec_grad])
+    return grad_acts, grad_vec if vec_grad else torch.zeros_like(vec)
+
+
+@_dot_cossim_backward_op.register_fake
+def _(acts, vec, grad, cossim_pow, eps, angled, vec_grad):
+    return torch.empty_like(acts), torch.empty_like(vec)
+
+
+def _dot_cossim_setup(ctx, inputs, output):
+    acts, vec, ctx.cossim_pow, ctx.eps, ctx.angled = inputs
+    ctx.save_for_backward(acts, vec)
+
+
+def _dot_cossim_backward(ctx, grad):
+    acts, vec = ctx.saved_tensors
+    grad_acts, grad_vec = _dot_cossim_backward_op(acts, vec, grad.contiguous(), ctx.cossim_pow,
+                                                  ctx.eps, ctx.angled, ctx.needs_input_grad[1])
+    return grad_acts, grad_vec if ctx.needs_input_grad[1] else None, None, None, None
+
+
+_dot_cossim_op.register_autograd(_dot_cossim_backward, setup_context=_dot_cossim_setup)
+
+
+def dot_cossim(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float = 0.0,
+               eps: float = COSSIM_EPS, angled: bool = False) -> torch.Tensor:
+    """Dispatched :func:`dot_cossim_ref` on (B, C, P) activations; returns (B, P)."""
+    return _dot_cossim_op(acts, vec, float(cossim_pow), float(eps), bool(angled))
