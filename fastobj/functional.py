@@ -289,3 +289,29 @@ def dot_cossim(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float = 0.0,
                eps: float = COSSIM_EPS, angled: bool = False) -> torch.Tensor:
     """Dispatched :func:`dot_cossim_ref` on (B, C, P) activations; returns (B, P)."""
     return _dot_cossim_op(acts, vec, float(cossim_pow), float(eps), bool(angled))
+
+
+# --------------------------------------------------------------------------------------------
+# Alignment of neighbouring samples.
+# --------------------------------------------------------------------------------------------
+
+ALIGNMENT_MAX_DISTANCE = 4
+
+
+def alignment_pairs_ref(first: torch.Tensor, second: torch.Tensor, distance: int,
+                        decay_ratio: float) -> torch.Tensor:
+    """Σ_i mean((first_i - second_i)²) / decay_ratio^distance over paired samples; 0-dim, acc."""
+    acc = accumulation_dtype(first.dtype)
+    diff = (first.to(acc) - second.to(acc)).reshape(first.shape[0], -1)
+    return diff.square().mean(dim=1).sum() / decay_ratio ** distance
+
+
+def alignment_ref(s: torch.Tensor, decay_ratio: float) -> torch.Tensor:
+    """-Σ_{d=1..4} Σ_i mean((s_i - s_{i+d})²) / decay_ratio^d, shape (1,), in s's dtype.
+
+    Vectorised over the batch: one slice pair per distance. A batch of one gives 0.
+    """
+    total = s.reshape(-1)[:0].sum().to(accumulation_dtype(s.dtype))  # 0, in s's graph
+    for d in range(1, min(ALIGNMENT_MAX_DISTANCE, s.shape[0] - 1) + 1):
+        total = total + alignment_pairs_ref(s[:-d], s[d:], d, decay_ratio)
+    return (-total).reshape(1).to(s.dtype)
