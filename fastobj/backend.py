@@ -13,7 +13,7 @@ import contextlib
 import functools
 import os
 import threading
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 
@@ -69,17 +69,22 @@ def triton_import_error() -> Optional[str]:
     return None
 
 
-def _triton_obstacle(*tensors: torch.Tensor) -> Optional[str]:
-    """Why Triton cannot run on these tensors, or None when it can."""
-    reason = triton_import_error()
-    if reason is not None:
-        return f"Triton does not import ({reason})"
+def _triton_obstacle(tensors: Tuple[torch.Tensor, ...], forced: bool) -> Optional[str]:
+    """Why Triton cannot run on these tensors, or None when it can.
+
+    CPU tensors run in Triton's interpreter only when the backend is forced to "triton": the
+    interpreter is a testing tool, far slower than the reference.
+    """
     for t in tensors:
         if t.dtype not in KERNEL_DTYPES:
             return f"the kernels take float32, float16 and bfloat16, not {t.dtype}"
-        if t.device.type != "cuda" and not (t.device.type == "cpu" and interpreter_enabled()):
+        on_interpreter = forced and t.device.type == "cpu" and interpreter_enabled()
+        if t.device.type != "cuda" and not on_interpreter:
             return (f"the tensor is on {t.device.type}; Triton runs on CUDA tensors, or on CPU "
                     "tensors when TRITON_INTERPRET=1 is set before Triton is imported")
+    reason = triton_import_error()
+    if reason is not None:
+        return f"Triton does not import ({reason})"
     return None
 
 
@@ -91,7 +96,7 @@ def backend_for(*tensors: torch.Tensor) -> str:
     requested = get_backend()
     if requested == "torch":
         return "torch"
-    obstacle = _triton_obstacle(*tensors)
+    obstacle = _triton_obstacle(tensors, forced=requested == "triton")
     if obstacle is None:
         return "triton"
     if requested == "triton":
