@@ -1,0 +1,620 @@
+"""Triton kernels for the Gram sums of the Diversity objective, forward and backward.
+
+For a batch of flattened activations ``feats`` (B, C, P), sample i being F_i (C x P):
+
+    G_i = F_i F_iᵀ (C x C),   norms_i = ‖G_i‖_F,   n_i = max(norms_i, eps),   g_i = G_i / n_i,
+    S = Σ_i g_i (C x C),      sq = Σ_i ‖g_i‖²_F.
+
+:func:`diversity_sums_forward` returns (S, sq, norms); :func:`diversity_sums_backward` returns
+the vector-Jacobian product of (S, sq) with respect to feats for cotangents (Γ, γ). Writing
+A = Γ + Γᵀ, the gradient of sample i is
+
+    ∂/∂F_i = W_i F_i,   W_i = (A - κ_i g_i) / n_i,
+    κ_i = <A, G_i> / n_i       (= 2<Γ, g_i>; norms_i >= eps: the γ terms cancel as ‖g_i‖ = 1)
+    κ_i = -4γ                  (norms_i < eps: the clamped norm is a constant).
+
+Passes (tiles of the C x C Gram are BLOCK x BLOCK; only the nt(nt+1)/2 tiles of the upper
+triangle are computed, nt = ceil(C / BLOCK), since G_i, S and W_i are symmetric):
+
+forward
+  1. ``_gram_sqnorm_partials_kernel``   one program per (sample, upper tile): ‖tile‖² partials.
+  2. ``_norms_and_sq_kernel``           one program: norms (fixed-order sum of the partials), sq.
+  3. ``_normalised_gram_sum_kernel``    one program per (upper tile, split of the batch):
+                                        Σ_i G_i/n_i over the split (G recomputed, not stored).
+  4. ``_sum_splits_kernel``             S = Σ_split in split order (skipped with one split).
+backward (over chunks of the batch, so the scratch stays under MAX_SCRATCH_BYTES)
+  1. ``_gram_cotangent_kernel``         one program per (sample, upper tile): G tile to scratch,
+                                        <A, tile> partials.
+  2. ``_sample_coefficients_kernel``    per-sample κ_i and the scales of W_i.
+  3. ``_form_w_kernel``                 W_i (scaled) from G_i and A, written as a full C x C
+                                        matrix in the operand dtype.
+  4. ``_apply_w_kernel``                grad F_i = W_i F_i, one program per (sample, row block,
+                                        column block).
+
+Numerics: every product runs in tl.dot with float32 accumulation; 16-bit inputs are read as they
+are. float32 dots follow torch.get_float32_matmul_precision() ("highest" -> IEEE, else tf32). W_i
+is formed in float32 (so A - κ_i g_i cancels without 16-bit rounding), divided by a per-sample
+σ_i >= max|W_i n_i| so that it fits float16's range, then rounded to the operand dtype; the
+scale σ_i / n_i is applied to the float32 accumulator. No atomics: every sum has a fixed order,
+so two calls give bitwise-equal results. No host synchronisation: all per-sample scalars stay on
+the device. Memory: forward O(B·T + SPLITS·C²); backward O(chunk·C²) with chunk·C²·(4 + w)
+<= MAX_SCRATCH_BYTES (w = 0 for float32, whose W overwrites G in place; 2 for 16-bit inputs).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ..functional import GRAM_NORM_EPS
+
+# Scratch budget of the backward (G_i and W_i of a chunk of samples). 1 GiB holds the whole of a
+# B=1024, C=512 float32 batch; larger batches run in chunks of the batch.
+MAX_SCRATCH_BYTES = 1 << 30
+# The forward's batch split aims at this many programs for pass 3 (two waves of a 132-SM H100/
+# H200). It depends on shapes only, so results do not depend on the device's SM count.
+TARGET_PROGRAMS = 264
+_SIGMA_FLOOR = 1e-30  # keeps σ_i > 0 when A = 0 and κ_i = 0 (W_i = 0 then)
+# Largest tile edge (C of the Gram tiles, C and P of the W·F tiles). Tests lower it to cover
+# several tiles on small, interpreter-sized inputs.
+MAX_BLOCK = 128
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers (inlined into the kernels).
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _upper_tile_coords(t, nt):
+    """(row, col) of the t-th tile, in row-major order, of the upper triangle of nt x nt tiles."""
+    tm = t * 0
+    for r in range(1, nt):  # row r starts at tile index r*nt - r(r-1)/2
+        tm += (t >= r * nt - (r * (r - 1)) // 2).to(tl.int32)
+    tn = tm + t - (tm * nt - (tm * (tm - 1)) // 2)
+    return tm, tn
+
+
+@triton.jit
+def _off_diagonal(rows_m, rows_n, BLOCK: tl.constexpr):
+    """Tile-shaped mask, true when the tile of rows rows_m, columns rows_n is off the diagonal.
+
+    (Built from block tensors: in the interpreter of Triton 3.9, a block mask combined with a
+    0-d boolean comes out as int32, which tl.store rejects.)
+    """
+    return (rows_m // BLOCK)[:, None] != (rows_n // BLOCK)[None, :]
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    """acc + a @ b, accumulated in float32.
+
+    PRECISION is tl.dot's input_precision ("ieee" or "tf32"; 16-bit operands ignore it), or
+    "upcast": operands converted to float32 first, with IEEE products. "upcast" is only chosen
+    for bfloat16 in Triton's interpreter, whose tl.dot (Triton 3.9) multiplies the bit patterns
+    of bfloat16 operands as integers (triton-lang/triton#11584); bfloat16 products are exact in
+    float32, so the result is that of the GPU's bfloat16 dot.
+    """
+    if PRECISION == "upcast":
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        out = tl.dot(a, b, acc, input_precision=PRECISION)
+    return out
+
+
+@triton.jit
+def _gram_tile(acc, f_ptr, rows_m, rows_n, C, P, stride_c, stride_p,
+               BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """acc + one tile of F Fᵀ: rows rows_m and columns rows_n of the Gram of F.
+
+    acc is a float32 (len(rows_m), len(rows_n)) accumulator; f_ptr points at F (C x P, strides
+    stride_c, stride_p). Rows or columns beyond C contribute zero.
+    Cost: 2·BLOCK²·P FLOPs, 2·BLOCK·P elements read.
+    """
+    ks = tl.arange(0, BLOCK_K)
+    off_m = rows_m.to(tl.int64)[:, None] * stride_c
+    off_n = rows_n.to(tl.int64)[None, :] * stride_c
+    in_m = (rows_m < C)[:, None]
+    in_n = (rows_n < C)[None, :]
+    for k in range(0, P, BLOCK_K):
+        in_k = (k + ks) < P
+        off_k = (k + ks).to(tl.int64) * stride_p
+        a = tl.load(f_ptr + off_m + off_k[None, :], mask=in_m & in_k[None, :], other=0.0)
+        b = tl.load(f_ptr + off_k[:, None] + off_n, mask=in_k[:, None] & in_n, other=0.0)
+        acc = _dot(a, b, acc, PRECISION)
+    return acc
+
+
+# --------------------------------------------------------------------------------------------
+# Forward.
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _gram_sqnorm_partials_kernel(f_ptr, part_ptr, C, P, stride_b, stride_c, stride_p, NT, T,
+                                 BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+                                 PRECISION: tl.constexpr):
+    """Forward pass 1: squared-Frobenius partials of each sample's Gram, per upper tile.
+
+    Grid (B·T,): program b·T + t computes tile t (row-major over the upper triangle of the
+    NT x NT tile grid, T = NT(NT+1)/2) of G_b = F_b F_bᵀ and writes w·‖tile‖², w = 2 off the
+    diagonal (the mirrored tile) and 1 on it, so Σ_t part[b, t] = ‖G_b‖²_F.
+
+    Buffers: f (B, C, P) any strides, float32/float16/bfloat16; part (B, T) float32.
+    Cost: FLOPs 2·B·T·BLOCK²·P ≈ B·C²·P·(1 + 1/NT) (half the full Gram pass, by symmetry);
+    bytes read 2·B·T·BLOCK·P·elt (L2; HBM at least B·C·P·elt), written 4·B·T.
+    """
+    pid = tl.program_id(0)
+    b = pid // T
+    tm, tn = _upper_tile_coords(pid % T, NT)
+    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
+    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
+    g = _gram_tile(tl.zeros((BLOCK, BLOCK), dtype=tl.float32), f_ptr + b.to(tl.int64) * stride_b,
+                   rows_m, rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
+    weight = tl.where(tm == tn, 1.0, 2.0)
+    tl.store(part_ptr + pid, weight * tl.sum(g * g))
+
+
+@triton.jit
+def _norms_and_sq_kernel(part_ptr, norms_ptr, sq_ptr, B, T, eps,
+                         BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Forward pass 2: norms_b = sqrt(Σ_t part[b, t]) and sq = Σ_b (norms_b / max(norms_b, eps))².
+
+    Grid (1,): one program walks the batch in blocks of BLOCK_B, summing in a fixed order.
+    Buffers: part (B, T) float32; norms (B,) float32; sq () float32.
+    Cost: bytes read 4·B·T, written 4·(B + 1); ~3·B·T FLOPs.
+    """
+    ts = tl.arange(0, BLOCK_T)
+    sq = tl.zeros((BLOCK_B,), dtype=tl.float32)
+    for b0 in range(0, B, BLOCK_B):
+        bs = b0 + tl.arange(0, BLOCK_B)
+        in_b = bs < B
+        total = tl.zeros((BLOCK_B,), dtype=tl.float32)
+        for t0 in range(0, T, BLOCK_T):
+            in_t = (t0 + ts) < T
+            part = tl.load(part_ptr + bs.to(tl.int64)[:, None] * T + (t0 + ts)[None, :],
+                           mask=in_b[:, None] & in_t[None, :], other=0.0)
+            total += tl.sum(part, axis=1)
+        norm = tl.sqrt_rn(total)
+        tl.store(norms_ptr + bs, norm, mask=in_b)
+        ratio = tl.div_rn(norm, tl.maximum(norm, eps))
+        sq += tl.where(in_b, ratio * ratio, 0.0)
+    tl.store(sq_ptr, tl.sum(sq, axis=0))
+
+
+@triton.jit
+def _normalised_gram_sum_kernel(f_ptr, norms_ptr, spart_ptr, B, C, P, stride_b, stride_c,
+                                stride_p, NT, SAMPLES_PER_SPLIT, eps,
+                                BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+                                PRECISION: tl.constexpr):
+    """Forward pass 3: per split of the batch, Σ_b G_b / max(norms_b, eps) on one upper tile.
+
+    Grid (T, SPLITS): program (t, s) recomputes tile t of G_b for the samples b of split s
+    (SAMPLES_PER_SPLIT consecutive samples) in sample order and writes the sum of G_b / n_b
+    and its mirror into spart[s]. Together the programs are one C x (B·P) x C matrix product
+    split over the batch. One float32 accumulator holds n_b · Σ_{j<=b} G_j / n_j: before
+    sample b it is rescaled by n_b / n_{b-1}, and tl.dot adds G_b to it directly (a second
+    accumulator for the scaled sum would double the registers and spill). Each rescale costs
+    one rounding, like the addition it replaces; the value stays within [eps, max n_b] times
+    the partial sum, so it neither overflows nor underflows where G_b does not.
+
+    Buffers: f (B, C, P) any strides; norms (B,) float32; spart (SPLITS, C, C) float32 (every
+    entry written).
+    Cost: FLOPs ≈ B·C²·P·(1 + 1/NT); bytes read 2·B·T·BLOCK·P·elt (L2; HBM at least
+    B·C·P·elt), written 4·SPLITS·C².
+    """
+    t = tl.program_id(0)
+    split = tl.program_id(1)
+    tm, tn = _upper_tile_coords(t, NT)
+    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
+    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
+    start = split * SAMPLES_PER_SPLIT
+    end = tl.minimum(start + SAMPLES_PER_SPLIT, B)
+    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    n_prev = tl.full((), 1.0, tl.float32)
+    for b in range(start, end):
+        n_b = tl.maximum(tl.load(norms_ptr + b), eps)
+        acc = _gram_tile(acc * (n_b / n_prev), f_ptr + tl.cast(b, tl.int64) * stride_b, rows_m,
+                         rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
+        n_prev = n_b
+    total = acc * (1.0 / n_prev)
+    in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
+    base = spart_ptr + split.to(tl.int64) * C * C
+    tl.store(base + rows_m[:, None] * C + rows_n[None, :], total, mask=in_tile)
+    tl.store(base + rows_n[None, :] * C + rows_m[:, None], total,
+             mask=in_tile & _off_diagonal(rows_m, rows_n, BLOCK))
+
+
+@triton.jit
+def _sum_splits_kernel(spart_ptr, out_ptr, N, SPLITS, BLOCK: tl.constexpr):
+    """Forward pass 4: out[e] = Σ_s spart[s, e] for s = 0, 1, ... in order.
+
+    Grid (cdiv(N, BLOCK),). Buffers: spart (SPLITS, N) float32; out (N,) float32, N = C².
+    Cost: bytes read 4·SPLITS·N, written 4·N; SPLITS·N FLOPs.
+    """
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    ptrs = spart_ptr + offs
+    total = tl.zeros((BLOCK,), dtype=tl.float32)
+    for _ in range(0, SPLITS):
+        total += tl.load(ptrs, mask=mask, other=0.0)
+        ptrs += N
+    tl.store(out_ptr + offs, total, mask=mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward.
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _gram_cotangent_kernel(f_ptr, a_ptr, g_ptr, part_ptr, C, P, stride_b, stride_c, stride_p,
+                           NT, T, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+                           PRECISION: tl.constexpr):
+    """Backward pass 1: G tiles to scratch and the partials of <A, G_b>.
+
+    Grid (Bc·T,): program b·T + t computes upper tile t of G_b = F_b F_bᵀ, stores it into
+    g[b] at its place (the lower tiles of g are left unwritten), and writes w·<A tile, G tile>
+    (w = 2 off the diagonal, 1 on it) to part[b, t], so Σ_t part[b, t] = <A, G_b> (A symmetric).
+
+    Buffers: f (Bc, C, P) any strides; a (C, C) float32 contiguous, symmetric; g (Bc, C, C)
+    float32 contiguous; part (Bc, T) float32.
+    Cost: FLOPs ≈ Bc·C²·P·(1 + 1/NT); bytes read 2·Bc·T·BLOCK·P·elt + 4·Bc·T·BLOCK² (A, from
+    L2), written ≈ 2·Bc·C²·(1 + 1/NT) (G's upper triangle, float32).
+    """
+    pid = tl.program_id(0)
+    b = pid // T
+    tm, tn = _upper_tile_coords(pid % T, NT)
+    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
+    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
+    g = _gram_tile(tl.zeros((BLOCK, BLOCK), dtype=tl.float32), f_ptr + b.to(tl.int64) * stride_b,
+                   rows_m, rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
+    in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
+    offs = rows_m[:, None] * C + rows_n[None, :]
+    a = tl.load(a_ptr + offs, mask=in_tile, other=0.0)
+    weight = tl.where(tm == tn, 1.0, 2.0)
+    tl.store(part_ptr + pid, weight * tl.sum(a * g))
+    tl.store(g_ptr + b.to(tl.int64) * C * C + offs, g, mask=in_tile)
+
+
+@triton.jit
+def _sample_coefficients_kernel(part_ptr, norms_ptr, amax_ptr, grad_sq_ptr, coef_ptr, B, T,
+                                COEF_STRIDE, eps, sigma_floor,
+                                BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Backward pass 2: the per-sample scalars of W_b = (A - κ_b g_b) / n_b.
+
+    With n = max(norms_b, eps), κ = Σ_t part[b, t] / n if norms_b >= eps else -4·grad_sq, and
+    σ = max(max|A| + |κ|, sigma_floor) (a bound on |A - κ g_b| entrywise, since |g_b| <= 1):
+    coef[0, b] = 1/σ, coef[1, b] = κ/(n·σ), coef[2, b] = σ/n, so that
+    W_b = coef[2, b] · (coef[0, b]·A - coef[1, b]·G_b).
+
+    Grid (cdiv(B, BLOCK_B),). Buffers: part (B, T) float32; norms (B,) float32; amax () and
+    grad_sq () float32; coef (3, COEF_STRIDE) float32, COEF_STRIDE >= B.
+    Cost: bytes read 4·B·(T + 1), written 12·B; O(B·T) FLOPs.
+    """
+    bs = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    in_b = bs < B
+    ts = tl.arange(0, BLOCK_T)
+    dot = tl.zeros((BLOCK_B,), dtype=tl.float32)
+    for t0 in range(0, T, BLOCK_T):
+        in_t = (t0 + ts) < T
+        part = tl.load(part_ptr + bs.to(tl.int64)[:, None] * T + (t0 + ts)[None, :],
+                       mask=in_b[:, None] & in_t[None, :], other=0.0)
+        dot += tl.sum(part, axis=1)
+    norm = tl.load(norms_ptr + bs, mask=in_b, other=1.0)
+    n = tl.maximum(norm, eps)
+    grad_sq = tl.load(grad_sq_ptr)
+    kappa = tl.where(norm >= eps, dot / n, -4.0 * grad_sq)
+    sigma = tl.maximum(tl.load(amax_ptr) + tl.abs(kappa), sigma_floor)
+    tl.store(coef_ptr + bs, 1.0 / sigma, mask=in_b)
+    tl.store(coef_ptr + COEF_STRIDE + bs, kappa / (n * sigma), mask=in_b)
+    tl.store(coef_ptr + 2 * COEF_STRIDE + bs, sigma / n, mask=in_b)
+
+
+@triton.jit
+def _form_w_kernel(g_ptr, a_ptr, coef_ptr, w_ptr, C, NT, T, COEF_STRIDE,
+                   BLOCK: tl.constexpr):
+    """Backward pass 3: the scaled W_b = coef[0, b]·A - coef[1, b]·G_b, in the operand dtype.
+
+    Grid (Bc·T,): program b·T + t reads upper tile t of G_b (as written by pass 1) and of A,
+    forms the tile in float32, rounds it to w's dtype and stores it and its mirror, so w[b] is
+    the full symmetric C x C matrix. w may be g itself (float32): a program reads its tile before
+    writing it, and the mirrored lower tiles of g are never read.
+
+    Buffers: g (Bc, C, C) float32 (upper tiles valid); a (C, C) float32; coef (3, COEF_STRIDE)
+    float32; w (Bc, C, C) float32/float16/bfloat16, contiguous.
+    Cost: bytes read ≈ 2·Bc·C²·(1 + 1/NT) (G) + A from L2, written Bc·C²·elt_w; ≈ 3·Bc·C²/2 FLOPs.
+    """
+    pid = tl.program_id(0)
+    b = pid // T
+    tm, tn = _upper_tile_coords(pid % T, NT)
+    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
+    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
+    in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
+    offs = rows_m[:, None] * C + rows_n[None, :]
+    base = b.to(tl.int64) * C * C
+    g = tl.load(g_ptr + base + offs, mask=in_tile, other=0.0)
+    a = tl.load(a_ptr + offs, mask=in_tile, other=0.0)
+    w = (tl.load(coef_ptr + b) * a - tl.load(coef_ptr + COEF_STRIDE + b) * g)
+    w = w.to(w_ptr.dtype.element_ty)
+    tl.store(w_ptr + base + offs, w, mask=in_tile)
+    tl.store(w_ptr + base + rows_n[None, :] * C + rows_m[:, None], w,
+             mask=in_tile & _off_diagonal(rows_m, rows_n, BLOCK))
+
+
+@triton.jit
+def _apply_w_kernel(w_ptr, f_ptr, coef_ptr, out_ptr, C, P, stride_b, stride_c, stride_p,
+                    NM, NP, COEF_STRIDE, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """Backward pass 4: out_b = coef[2, b] · (w_b F_b), the gradient of sample b.
+
+    Grid (Bc·NM·NP,), NM = cdiv(C, BLOCK_M), NP = cdiv(P, BLOCK_N): program (b, m, p), p
+    fastest, so programs sharing a row block of w_b and F_b run side by side (L2 reuse).
+
+    Buffers: w (Bc, C, C) contiguous, F's dtype (float32 for float32 F); f (Bc, C, P) any
+    strides; coef (3, COEF_STRIDE) float32; out (Bc, C, P) contiguous, F's dtype.
+    Cost: FLOPs 2·Bc·C²·P; bytes read Bc·C²·elt_w·NP + Bc·C·P·elt·NM (L2; HBM at least
+    Bc·C²·elt_w + Bc·C·P·elt), written Bc·C·P·elt.
+    """
+    pid = tl.program_id(0)
+    b = pid // (NM * NP)
+    rest = pid % (NM * NP)
+    rows = (rest // NP) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = (rest % NP) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    in_rows = (rows < C)[:, None]
+    in_cols = (cols < P)[None, :]
+    w_base = w_ptr + b.to(tl.int64) * C * C + rows[:, None] * C
+    f_base = f_ptr + b.to(tl.int64) * stride_b + cols.to(tl.int64)[None, :] * stride_p
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, C, BLOCK_K):
+        in_k = (k + ks) < C
+        w = tl.load(w_base + (k + ks)[None, :], mask=in_rows & in_k[None, :], other=0.0)
+        f = tl.load(f_base + (k + ks).to(tl.int64)[:, None] * stride_c,
+                    mask=in_k[:, None] & in_cols, other=0.0)
+        acc = _dot(w, f, acc, PRECISION)
+    out = (acc * tl.load(coef_ptr + 2 * COEF_STRIDE + b)).to(out_ptr.dtype.element_ty)
+    out_offs = b.to(tl.int64) * C * P + rows.to(tl.int64)[:, None] * P + cols[None, :]
+    tl.store(out_ptr + out_offs, out, mask=in_rows & in_cols)
+
+
+# --------------------------------------------------------------------------------------------
+# Launch configuration.
+# --------------------------------------------------------------------------------------------
+
+def _pow2_clamp(n: int, low: int, high: int) -> int:
+    return max(low, min(high, triton.next_power_of_2(max(int(n), 1))))
+
+
+def _dot_precision(feats: torch.Tensor) -> str:
+    """PRECISION of _dot: float32 follows torch's matmul precision ("highest" -> IEEE, else
+    tf32); 16-bit operands ignore it, except bfloat16 in the interpreter (CPU tensors)."""
+    if feats.dtype == torch.bfloat16 and feats.device.type != "cuda":
+        return "upcast"
+    if feats.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "ieee"
+    return "tf32"
+
+
+def _k_block(dtype: torch.dtype) -> int:
+    """K tile: 32 float32 or 64 16-bit elements, i.e. 128 bytes of each row per step."""
+    return 32 if dtype == torch.float32 else 64
+
+
+def gram_config(C: int, P: int, dtype: torch.dtype, strides=None) -> dict:
+    """Tile sizes of the Gram passes: BLOCK x BLOCK output tiles, BLOCK_K steps over P.
+
+    strides: feats' strides, when known. float32 rows that are not 16-element aligned along P
+    (odd P, views) get BLOCK_K = 16: their loads are not vectorised, and at 32 the pointer
+    registers make the normalised-sum kernel spill on sm_90.
+    """
+    block = _pow2_clamp(C, 16, MAX_BLOCK)
+    k_block = _k_block(dtype)
+    if dtype == torch.float32 and strides is not None:
+        if not (strides[2] == 1 and strides[1] % 16 == 0):
+            k_block = 16
+    return dict(BLOCK=block, BLOCK_K=_pow2_clamp(P, 16, min(MAX_BLOCK, k_block)),
+                num_warps=8 if block >= 128 else 4, num_stages=3)
+
+
+def apply_config(C: int, P: int, dtype: torch.dtype) -> dict:
+    """Tile sizes of the W F product: BLOCK_M rows of C, BLOCK_N columns of P, BLOCK_K of C."""
+    block_m = _pow2_clamp(C, 16, MAX_BLOCK)
+    block_n = _pow2_clamp(P, 16, MAX_BLOCK)
+    block_k = _pow2_clamp(C, 16, min(MAX_BLOCK, _k_block(dtype)))
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=3)
+
+
+def _tile_counts(C: int, block: int) -> Tuple[int, int]:
+    nt = triton.cdiv(C, block)
+    return nt, nt * (nt + 1) // 2
+
+
+def _batch_splits(B: int, tiles: int) -> Tuple[int, int]:
+    """(samples per split, number of splits) of the forward's pass 3; no split is empty."""
+    per = triton.cdiv(B, max(1, min(B, triton.cdiv(TARGET_PROGRAMS, tiles))))
+    return per, triton.cdiv(B, per)
+
+
+def backward_chunk(B: int, C: int, dtype: torch.dtype) -> int:
+    """Samples per backward chunk: G (float32) and, for 16-bit inputs, W fit MAX_SCRATCH_BYTES."""
+    per_sample = C * C * (4 + (0 if dtype == torch.float32 else torch.finfo(dtype).bits // 8))
+    return max(1, min(B, MAX_SCRATCH_BYTES // max(per_sample, 1)))
+
+
+def _check_feats(feats: torch.Tensor) -> None:
+    if feats.dim() != 3:
+        raise ValueError(f"feats must be (B, C, P), got shape {tuple(feats.shape)}")
+    if feats.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"feats must be float32, float16 or bfloat16, not {feats.dtype}")
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers.
+# --------------------------------------------------------------------------------------------
+
+def diversity_sums_forward(feats: torch.Tensor
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(S, sq, norms) of a (B, C, P) batch; see the module docstring. All float32, contiguous.
+
+    Matches :func:`fastobj.functional.diversity_sums_ref`. feats may have any strides.
+    Cost: two symmetric Gram passes, ≈ 2·B·C²·P·(1 + 1/nt) FLOPs, HBM traffic ≈ 2·B·C·P·elt.
+    """
+    _check_feats(feats)
+    B, C, P = feats.shape
+    f32 = dict(dtype=torch.float32, device=feats.device)
+    if B == 0 or C == 0:
+        return torch.zeros((C, C), **f32), torch.zeros((), **f32), torch.zeros((B,), **f32)
+    cfg = gram_config(C, P, feats.dtype, feats.stride())
+    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    blocks = dict(BLOCK=cfg["BLOCK"], BLOCK_K=cfg["BLOCK_K"],
+                  PRECISION=_dot_precision(feats))
+    nt, tiles = _tile_counts(C, cfg["BLOCK"])
+    strides = feats.stride()
+
+    part = torch.empty((B, tiles), **f32)
+    _gram_sqnorm_partials_kernel[(B * tiles,)](feats, part, C, P, *strides, nt, tiles,
+                                               **blocks, **launch)
+    norms = torch.empty((B,), **f32)
+    sq = torch.empty((), **f32)
+    _norms_and_sq_kernel[(1,)](part, norms, sq, B, tiles, GRAM_NORM_EPS, BLOCK_B=256,
+                               BLOCK_T=_pow2_clamp(tiles, 1, 32))
+
+    per, splits = _batch_splits(B, tiles)
+    sums = torch.empty((C, C), **f32)
+    spart = sums if splits == 1 else torch.empty((splits, C, C), **f32)  # one split: S itself
+    _normalised_gram_sum_kernel[(tiles, splits)](feats, norms, spart, B, C, P, *strides, nt, per,
+                                                 GRAM_NORM_EPS, **blocks, **launch)
+    if splits > 1:
+        _sum_splits_kernel[(triton.cdiv(C * C, 1024),)](spart, sums, C * C, splits, BLOCK=1024)
+    return sums, sq, norms
+
+
+def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: torch.Tensor,
+                            grad_sq: torch.Tensor) -> torch.Tensor:
+    """Vector-Jacobian product of (S, sq) w.r.t. feats for cotangents (grad_S, grad_sq).
+
+    feats (B, C, P) any strides; norms (B,) as returned by the forward; grad_S (C, C), any
+    (not necessarily symmetric); grad_sq 0-dim. Returns a contiguous (B, C, P) tensor in
+    feats' dtype. Cost: one symmetric Gram pass and one W·F product,
+    ≈ B·C²·P·(3 + 1/nt) FLOPs; scratch min(B, chunk)·C²·(4 + w) bytes (see backward_chunk).
+    """
+    _check_feats(feats)
+    B, C, P = feats.shape
+    grad = torch.empty((B, C, P), dtype=feats.dtype, device=feats.device)
+    if grad.numel() == 0:
+        return grad
+    f32 = dict(dtype=torch.float32, device=feats.device)
+    grad_S = grad_S.to(torch.float32)
+    a_sym = (grad_S + grad_S.mT).contiguous()  # A = Γ + Γᵀ
+    a_max = a_sym.abs().amax()
+    grad_sq = grad_sq.to(torch.float32).reshape(())
+    norms = norms.to(torch.float32).contiguous()
+    precision = _dot_precision(feats)
+
+    cfg = gram_config(C, P, feats.dtype, feats.stride())
+    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    nt, tiles = _tile_counts(C, cfg["BLOCK"])
+    acfg = apply_config(C, P, feats.dtype)
+    nm, npb = triton.cdiv(C, acfg["BLOCK_M"]), triton.cdiv(P, acfg["BLOCK_N"])
+
+    chunk = backward_chunk(B, C, feats.dtype)
+    g_buf = torch.empty((chunk, C, C), **f32)
+    # float32: W overwrites G in place (see _form_w_kernel); 16-bit: W in the operand dtype.
+    w_buf = g_buf if feats.dtype == torch.float32 else torch.empty_like(g_buf, dtype=feats.dtype)
+    part = torch.empty((chunk, tiles), **f32)
+    coef = torch.empty((3, chunk), **f32)
+    for b0 in range(0, B, chunk):
+        n = min(chunk, B - b0)
+        f = feats[b0:b0 + n]
+        _gram_cotangent_kernel[(n * tiles,)](
+            f, a_sym, g_buf, part, C, P, *f.stride(), nt, tiles, BLOCK=cfg["BLOCK"],
+            BLOCK_K=cfg["BLOCK_K"], PRECISION=precision, **launch)
+        _sample_coefficients_kernel[(triton.cdiv(n, 256),)](
+            part, norms[b0:b0 + n], a_max, grad_sq, coef, n, tiles, chunk, GRAM_NORM_EPS,
+            _SIGMA_FLOOR, BLOCK_B=256, BLOCK_T=_pow2_clamp(tiles, 1, 32))
+        _form_w_kernel[(n * tiles,)](g_buf, a_sym, coef, w_buf, C, nt, tiles, chunk,
+                                     BLOCK=cfg["BLOCK"], num_warps=cfg["num_warps"])
+        _apply_w_kernel[(n * nm * npb,)](
+            w_buf, f, coef, grad[b0:b0 + n], C, P, *f.stride(), nm, npb, chunk,
+            BLOCK_M=acfg["BLOCK_M"], BLOCK_N=acfg["BLOCK_N"], BLOCK_K=acfg["BLOCK_K"],
+            PRECISION=precision, num_warps=acfg["num_warps"], num_stages=acfg["num_stages"])
+    return grad
+
+
+# --------------------------------------------------------------------------------------------
+# Ahead-of-time compilation specs (used by the AOT-compile tests; nothing is compiled here).
+#
+# AOT_SPECS: tuples (kernel, signature, constexprs, options) for
+# triton.compile(ASTSource(kernel, signature, constexprs), options=options). A signature type
+# ending in ":16" marks an argument divisible by 16 (Triton's AOT-tool convention; pass it as
+# attrs {(index,): [["tt.divisibility", 16]]} and strip the suffix), which Triton's launcher
+# finds for aligned pointers and strides: without it 16-bit loads cannot use cp.async and the
+# loops are not pipelined. options are the launchers' num_warps and num_stages.
+# --------------------------------------------------------------------------------------------
+
+def _aot_specs(C: int = 512, P: int = 784):
+    """Representative compilations: every kernel, float32 and bfloat16 feats, C=512, P=28x28,
+    contiguous feats (stride_p == 1 is specialised to a constant, as at launch)."""
+    specs = []
+    scalar = dict(C="i32", P="i32", B="i32", NT="i32", T="i32", stride_b="i32", stride_c="i32",
+                  stride_p="constexpr", SAMPLES_PER_SPLIT="i32", COEF_STRIDE="i32", NM="i32",
+                  NP="i32", N="i32", SPLITS="i32", eps="fp32", sigma_floor="fp32")
+    # Integers that are multiples of 16 for contiguous (B, 512, 784) feats.
+    multiples_of_16 = {"C", "P", "stride_b", "stride_c", "COEF_STRIDE", "N"}
+
+    def spec(fn, pointers, constexprs, options):
+        signature = {}
+        for name in fn.arg_names:
+            if name in pointers:
+                signature[name] = pointers[name]
+            elif name in constexprs:
+                signature[name] = "constexpr"
+            else:
+                signature[name] = scalar[name]
+        constexprs = dict(constexprs)
+        if signature.get("stride_p") == "constexpr":
+            constexprs.setdefault("stride_p", 1)
+        for name, kind in signature.items():
+            if kind.startswith("*") or name in multiples_of_16:
+                signature[name] = kind + ":16"
+        specs.append((fn, signature, constexprs, dict(options)))
+
+    for dtype, elt in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        g = gram_config(C, P, dtype)
+        a = apply_config(C, P, dtype)
+        opts = dict(num_warps=g["num_warps"], num_stages=g["num_stages"])
+        gram = dict(BLOCK=g["BLOCK"], BLOCK_K=g["BLOCK_K"], PRECISION="tf32")
+        spec(_gram_sqnorm_partials_kernel, dict(f_ptr="*" + elt, part_ptr="*fp32"), gram, opts)
+        spec(_normalised_gram_sum_kernel,
+             dict(f_ptr="*" + elt, norms_ptr="*fp32", spart_ptr="*fp32"), gram, opts)
+        spec(_gram_cotangent_kernel,
+             dict(f_ptr="*" + elt, a_ptr="*fp32", g_ptr="*fp32", part_ptr="*fp32"), gram, opts)
+        spec(_form_w_kernel,
+             dict(g_ptr="*fp32", a_ptr="*fp32", coef_ptr="*fp32", w_ptr="*" + elt),
+             dict(BLOCK=g["BLOCK"]), dict(num_warps=g["num_warps"]))
+        spec(_apply_w_kernel,
+             dict(w_ptr="*" + elt, f_ptr="*" + elt, coef_ptr="*fp32", out_ptr="*" + elt),
+             dict(BLOCK_M=a["BLOCK_M"], BLOCK_N=a["BLOCK_N"], BLOCK_K=a["BLOCK_K"],
+                  PRECISION="tf32"),
+             dict(num_warps=a["num_warps"], num_stages=a["num_stages"]))
+        if dtype == torch.float32:  # IEEE float32 dots ("highest" precision)
+            spec(_gram_sqnorm_partials_kernel, dict(f_ptr="*fp32", part_ptr="*fp32"),
+                 dict(gram, PRECISION="ieee"), opts)
+            spec(_apply_w_kernel,
+                 dict(w_ptr="*fp32", f_ptr="*fp32", coef_ptr="*fp32", out_ptr="*fp32"),
+                 dict(BLOCK_M=a["BLOCK_M"], BLOCK_N=a["BLOCK_N"], BLOCK_K=a["BLOCK_K"],
+                      PRECISION="ieee"),
+                 dict(num_warps=a["num_warps"], num_stages=a["num_stages"]))
+    # Kernels without a matrix product, independent of the dtype.
+    spec(_norms_and_sq_kernel, dict(part_ptr="*fp32", norms_ptr="*fp32", sq_ptr="*fp32"),
+         dict(BLOCK_B=256, BLOCK_T=16), dict(num_warps=4))
+    spec(_sum_splits_kernel, dict(spart_ptr="*fp32", out_ptr="*fp32"), dict(BLOCK=1024),
+         dict(num_warps=4))
+    spec(_sample_coefficients_kernel,
+         dict(part_ptr="*fp32", norms_ptr="*fp32", amax_ptr="*fp32", grad_sq_ptr="*fp32",
+              coef_ptr="*fp32"), dict(BLOCK_B=256, BLOCK_T=16), dict(num_warps=4))
+    return specs
+
+
+AOT_SPECS = _aot_specs()

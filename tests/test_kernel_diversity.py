@@ -1,0 +1,333 @@
+"""Tier 2 and 4 tests of the Diversity kernels (fastobj.kernels.diversity).
+
+On a machine without CUDA, conftest.py sets TRITON_INTERPRET=1 and the kernels run in Triton's
+interpreter on CPU tensors (forced with use_backend("triton")); the `gpu` class runs the same
+checks on CUDA tensors where a GPU is present. The oracle is
+fastobj.functional.diversity_sums_ref evaluated in float64 on the same input values.
+
+Tolerances, relative to the largest magnitude of the expected tensor:
+* float32 under torch.set_float32_matmul_precision("highest") (IEEE dots): 1e-5. The kernels
+  accumulate in float32 over P and over the batch; rounding stays near 1e-6 at these sizes.
+* float32 with tf32 dots (GPU only): 5e-3, tf32 keeps 10 bits of mantissa.
+* float16 / bfloat16: 1e-2. Products are exact and accumulate in float32, but W_i (backward)
+  and the gradient are rounded to the 16-bit dtype (bfloat16 keeps 8 bits: 4e-3 per rounding).
+
+The interpreter is slow, so sizes are small; MAX_BLOCK is lowered to 16 in the cases that must
+cover several tiles (upper-triangle enumeration, mirrored tiles, off-diagonal weights).
+"""
+import pytest
+import torch
+
+from fastobj import functional as fn
+from fastobj.backend import use_backend
+from fastobj.functional import diversity_sums_ref
+from fastobj.kernels import diversity as kd
+
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+ODD_SHAPES = [(3, 5, 7), (3, 19, 37), (2, 33, 20)]
+
+
+@pytest.fixture(autouse=True)
+def _highest_precision():
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(previous)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """16 x 16 tiles, so C = 33 spans three tile rows (six upper tiles) on small inputs."""
+    monkeypatch.setattr(kd, "MAX_BLOCK", 16)
+
+
+def assert_close(actual, expected, rtol, what=""):
+    """|actual - expected| <= rtol * max|expected| everywhere, and no NaN or inf."""
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+    expected = expected.to(torch.float64)
+    scale = expected.abs().max().clamp_min(1e-30)
+    err = (actual.to(torch.float64) - expected).abs().max()
+    assert err <= rtol * scale, f"{what}: max error {err:.3e} > {rtol:.0e} * {scale:.3e}"
+
+
+def reference_sums(feats):
+    """(S, sq, norms) of the reference in float64 on feats' values."""
+    return diversity_sums_ref(feats.detach().to(torch.float64))
+
+
+def reference_vjp(feats, grad_S, grad_sq):
+    """d/dfeats of <grad_S, S> + grad_sq * sq for the float64 reference."""
+    f = feats.detach().to(torch.float64).requires_grad_()
+    sums, sq, _ = diversity_sums_ref(f)
+    loss = (sums * grad_S.to(torch.float64)).sum() + sq * grad_sq.to(torch.float64)
+    (grad,) = torch.autograd.grad(loss, f)
+    return grad
+
+
+def cotangents(C, device):
+    grad_S = torch.randn(C, C, device=device)  # not symmetric
+    grad_sq = torch.tensor(0.7, device=device)
+    return grad_S, grad_sq
+
+
+def check_forward(feats, rtol):
+    S, sq, norms = kd.diversity_sums_forward(feats)
+    S_ref, sq_ref, norms_ref = reference_sums(feats)
+    B, C, _ = feats.shape
+    assert S.shape == (C, C) and sq.shape == () and norms.shape == (B,)
+    assert S.dtype == sq.dtype == norms.dtype == torch.float32
+    assert S.is_contiguous() and S.device == feats.device
+    assert_close(S, S_ref, rtol, "S")
+    assert_close(sq, sq_ref, rtol, "sq")
+    assert_close(norms, norms_ref, rtol, "norms")
+    return S, sq, norms
+
+
+def check_backward(feats, rtol, norms=None):
+    """The kernel's VJP against the reference's; norms (a backward input) default to the
+    reference's, rounded to float32, which keeps the forward out of the interpreter's time."""
+    if norms is None:
+        norms = reference_sums(feats)[2].to(torch.float32)
+    grad_S, grad_sq = cotangents(feats.shape[1], feats.device)
+    grad = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq)
+    assert grad.shape == feats.shape and grad.dtype == feats.dtype
+    assert_close(grad, reference_vjp(feats, grad_S, grad_sq), rtol, "grad")
+    return grad
+
+
+# --------------------------------------------------------------------------------------------
+# Forward and backward against the float64 reference.
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", ODD_SHAPES)
+def test_forward_odd_sizes(shape):
+    check_forward(torch.randn(shape), TOL[torch.float32])
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES)
+def test_backward_odd_sizes(shape):
+    check_backward(torch.randn(shape), TOL[torch.float32])
+
+
+def test_several_tiles(small_tiles):
+    """C = 33 over 16 x 16 tiles: 3 tile rows, 6 upper tiles, mirrored off-diagonal tiles;
+    B = 3 gives three batch splits in the forward's normalised sum."""
+    feats = torch.randn(3, 33, 37)
+    check_forward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32])
+
+
+def test_single_split_mixed_scales(small_tiles, monkeypatch):
+    """One batch split (the forward writes S directly) whose running sum is rescaled from
+    sample to sample: Gram norms near 1e8, 0 (clamped to eps) and 1e-4 in a row."""
+    monkeypatch.setattr(kd, "TARGET_PROGRAMS", 1)
+    scales = torch.tensor([1e3, 0.0, 1e-3, 1.0])[:, None, None]
+    check_forward(torch.randn(4, 20, 20) * scales, TOL[torch.float32])
+    assert kd._batch_splits(4, 3) == (4, 1)
+
+
+def test_backward_in_chunks_is_bitwise_equal(small_tiles, monkeypatch):
+    feats = torch.randn(3, 20, 20)
+    norms = reference_sums(feats)[2].to(torch.float32)
+    grad_S, grad_sq = cotangents(20, feats.device)
+    whole = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq)
+    # Scratch for two samples at a time: chunks of 2 and 1.
+    monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", 2 * 20 * 20 * 4)
+    assert kd.backward_chunk(3, 20, torch.float32) == 2
+    chunked = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq)
+    assert torch.equal(whole, chunked)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit(dtype, small_tiles):
+    feats = torch.randn(3, 20, 37).to(dtype)
+    check_forward(feats, TOL[dtype])
+    check_backward(feats, TOL[dtype])
+
+
+def test_16bit_large_activations_float16():
+    """Gram norms near 1e5, so W_i ~ 1e-5 (float16 subnormal) unless scaled, as it is."""
+    feats = (30 * torch.randn(3, 19, 37)).to(torch.float16)
+    check_backward(feats, TOL[torch.float16])
+
+
+# --------------------------------------------------------------------------------------------
+# Layouts.
+# --------------------------------------------------------------------------------------------
+
+def test_transposed_view():
+    feats = torch.randn(3, 37, 19).transpose(1, 2)  # (3, 19, 37), stride along P is 19
+    assert not feats.is_contiguous()
+    check_forward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32])
+
+
+def test_sliced_view(small_tiles):
+    feats = torch.randn(6, 30, 45)[::2, 3:23, 1::2]  # (3, 20, 22), every stride unusual
+    assert not feats.is_contiguous()
+    check_forward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32])
+
+
+def test_channels_last_flattened():
+    x = torch.randn(2, 19, 5, 7).to(memory_format=torch.channels_last)
+    feats = x.flatten(2)  # a view: strides (35*19, 1, 19)
+    assert feats.stride(1) == 1 and feats.data_ptr() == x.data_ptr()
+    check_forward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32])
+
+
+# --------------------------------------------------------------------------------------------
+# Clamped norms, determinism, edge sizes.
+# --------------------------------------------------------------------------------------------
+
+def test_zero_sample():
+    feats = torch.randn(3, 19, 37)
+    feats[1] = 0.0
+    _, _, norms = check_forward(feats, TOL[torch.float32])
+    assert norms[1] == 0
+    grad = check_backward(feats, TOL[torch.float32])
+    assert torch.isfinite(grad).all() and (grad[1] == 0).all()
+
+
+def test_clamped_nonzero_sample():
+    """‖G_i‖ below eps but not zero: the clamped branch, where grad_sq contributes."""
+    feats = torch.randn(3, 5, 7)
+    feats[2] = 1e-7 * torch.randn(5, 7)  # ‖G_2‖ ~ 1e-13 < 1e-12
+    norms_ref = reference_sums(feats)[2]
+    assert 0 < norms_ref[2] < fn.GRAM_NORM_EPS / 2
+    check_forward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32])
+
+
+def test_deterministic(small_tiles):
+    feats = torch.randn(3, 20, 37)
+    first = kd.diversity_sums_forward(feats)
+    second = kd.diversity_sums_forward(feats)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    grad_S, grad_sq = cotangents(20, feats.device)
+    g1 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq)
+    g2 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq)
+    assert torch.equal(g1, g2)
+
+
+def test_empty_batch():
+    S, sq, norms = kd.diversity_sums_forward(torch.randn(0, 5, 7))
+    assert S.shape == (5, 5) and (S == 0).all() and sq == 0 and norms.shape == (0,)
+    grad = kd.diversity_sums_backward(torch.randn(0, 5, 7), norms, torch.randn(5, 5),
+                                      torch.tensor(1.0))
+    assert grad.shape == (0, 5, 7)
+
+
+def test_aot_specs_name_every_argument():
+    """Each AOT spec types every argument of its kernel; tests/test_kernels_compile.py
+    compiles them for sm_90 and sm_80."""
+    kernels = set()
+    for kernel, signature, constexprs, options in kd.AOT_SPECS:
+        assert list(signature) == list(kernel.arg_names)
+        assert {k for k, v in signature.items() if v == "constexpr"} == set(constexprs)
+        assert options["num_warps"] in (4, 8)
+        kernels.add(kernel.__name__)
+    assert len(kernels) == 8
+
+
+# --------------------------------------------------------------------------------------------
+# Through fastobj.functional (custom op, autograd, torch.compile).
+# --------------------------------------------------------------------------------------------
+
+def test_diversity_backward_through_functional():
+    feats = torch.randn(4, 19, 37, requires_grad=True)
+    with use_backend("triton"):
+        value = fn.diversity(feats)
+        (1.7 * value).backward()  # upstream gradient other than 1
+    f64 = feats.detach().to(torch.float64).requires_grad_()
+    expected = fn.diversity_ref(f64)
+    (1.7 * expected).backward()
+    assert_close(value.detach(), expected.detach(), TOL[torch.float32], "value")
+    assert_close(feats.grad, f64.grad, TOL[torch.float32], "grad")
+
+
+def test_diversity_sums_backward_through_functional(small_tiles):
+    feats = torch.randn(3, 20, 20, requires_grad=True)
+    grad_S, grad_sq = cotangents(20, feats.device)
+    with use_backend("triton"):
+        sums, sq = fn.diversity_sums(feats)
+        torch.autograd.backward([sums, sq], [grad_S, grad_sq])
+    assert_close(feats.grad, reference_vjp(feats, grad_S, grad_sq), TOL[torch.float32], "grad")
+
+
+def test_torch_compile_fullgraph():
+    """The custom op is opaque to Dynamo: the graph holds it whole, and it runs the kernels.
+    aot_eager keeps this quick; the inductor variant is marked slow."""
+    _check_compiled(torch.compile(fn.diversity, fullgraph=True, backend="aot_eager"))
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_inductor():
+    _check_compiled(torch.compile(fn.diversity, fullgraph=True))
+
+
+def _check_compiled(compiled):
+    feats = torch.randn(3, 19, 37, requires_grad=True)
+    with use_backend("triton"):
+        value = compiled(feats)
+        (2.5 * value).backward()
+    f64 = feats.detach().to(torch.float64).requires_grad_()
+    expected = fn.diversity_ref(f64)
+    (2.5 * expected).backward()
+    assert_close(value.detach(), expected.detach(), TOL[torch.float32], "value")
+    assert_close(feats.grad, f64.grad, TOL[torch.float32], "grad")
+
+
+# --------------------------------------------------------------------------------------------
+# Tier 4: the same checks on CUDA tensors (skipped by conftest where no GPU is present).
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+class TestOnGPU:
+    SHAPES = ODD_SHAPES + [(6, 200, 49), (4, 130, 784)]  # several full-size tiles
+
+    @pytest.mark.parametrize("shape", SHAPES)
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+    def test_forward_backward(self, shape, dtype):
+        feats = torch.randn(shape, device="cuda").to(dtype)
+        check_forward(feats, TOL[dtype])
+        check_backward(feats, TOL[dtype])
+
+    def test_tf32(self):
+        torch.set_float32_matmul_precision("high")  # restored by the autouse fixture
+        feats = torch.randn(4, 130, 784, device="cuda")
+        check_forward(feats, 5e-3)
+        check_backward(feats, 5e-3)
+
+    def test_layouts(self):
+        check_backward(torch.randn(3, 37, 19, device="cuda").transpose(1, 2), 1e-5)
+        check_backward(torch.randn(6, 40, 45, device="cuda")[::2, 3:36, 1::2], 1e-5)
+        x = torch.randn(2, 64, 7, 7, device="cuda").to(memory_format=torch.channels_last)
+        check_backward(x.flatten(2), 1e-5)
+
+    def test_zero_sample_and_determinism(self):
+        feats = torch.randn(5, 200, 49, device="cuda")
+        feats[2] = 0.0
+        first = check_forward(feats, 1e-5)
+        assert first[2][2] == 0
+        for a, b in zip(first, kd.diversity_sums_forward(feats)):
+            assert torch.equal(a, b)
+        grad_S, grad_sq = cotangents(200, "cuda")
+        g1 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq)
+        g2 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq)
+        assert torch.isfinite(g1).all() and torch.equal(g1, g2)
+        assert_close(g1, reference_vjp(feats, grad_S, grad_sq), 1e-5, "grad")
+
+    def test_functional_and_compile(self):
+        feats = torch.randn(6, 130, 49, device="cuda", requires_grad=True)
+        compiled = torch.compile(fn.diversity, fullgraph=True)
+        with use_backend("triton"):
+            value = compiled(feats)
+            (1.7 * value).backward()
+        f64 = feats.detach().to(torch.float64).requires_grad_()
+        expected = fn.diversity_ref(f64)
+        (1.7 * expected).backward()
+        assert_close(value.detach(), expected.detach(), 1e-5, "value")
+        assert_close(feats.grad, f64.grad, 1e-5, "grad")
