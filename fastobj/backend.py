@@ -10,7 +10,6 @@ import time.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
 from typing import Iterator, Optional, Tuple
@@ -58,15 +57,19 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=1)
+_triton_status: dict = {}
+
+
 def triton_import_error() -> Optional[str]:
     """None when Triton imports, else the reason it does not (checked once, lazily)."""
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken install raising something else
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    if "error" not in _triton_status:
+        try:
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+            _triton_status["error"] = None
+        except Exception as exc:  # ImportError, or a broken install raising something else
+            _triton_status["error"] = f"{type(exc).__name__}: {exc}"
+    return _triton_status["error"]
 
 
 def _triton_obstacle(tensors: Tuple[torch.Tensor, ...], forced: bool) -> Optional[str]:
@@ -92,6 +95,7 @@ def backend_for(*tensors: torch.Tensor) -> str:
     """The path ("triton" or "torch") a hot computation takes for these tensors now.
 
     Raises RuntimeError when the backend is forced to "triton" and Triton cannot run them.
+    Under ``torch.compile`` the answer is taken once, when the graph is traced.
     """
     requested = get_backend()
     if requested == "torch":

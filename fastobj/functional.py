@@ -2,13 +2,15 @@
 
 Each hot computation has three parts, kept together here:
 
-* ``<name>_ref``: the pure-PyTorch reference. It is the CPU path, the oracle of the tests and
-  the baseline of the benchmarks; nothing else writes the formula again.
-* a ``torch.library`` custom op ``fastobj::<name>`` with a fake (meta) implementation and an
-  autograd formula, so objectives compile with ``torch.compile(fullgraph=True)``. The op's body
-  asks :func:`fastobj.backend.backend_for` on every call and runs either the Triton kernel in
-  ``fastobj.kernels`` or the reference (its backward then is the reference's own autograd).
-* the public function (``diversity``, ``total_variation``, ``dot_cossim``) the objectives call.
+* ``<name>_ref``: the pure-PyTorch reference. It is the CPU path (differentiated by plain
+  autograd, and traced and fused by ``torch.compile`` like any PyTorch code), the oracle of the
+  tests and the baseline of the benchmarks; nothing else writes the formula again.
+* a ``torch.library`` custom op ``fastobj::<name>`` around the Triton kernels of
+  ``fastobj.kernels``, with a fake (meta) implementation and an autograd formula whose
+  backward is a second op, so the kernels run inside ``torch.compile(fullgraph=True)`` graphs.
+* the public function (``diversity``, ``total_variation``, ``dot_cossim``) the objectives
+  call. It asks :func:`fastobj.backend.backend_for` which path to take (under
+  ``torch.compile`` the answer is fixed when the graph is traced).
 
 Reductions over 16-bit inputs accumulate in float32; results come back in the input's dtype,
 except the intermediate Gram sums of Diversity, which stay in the accumulation dtype.
@@ -16,7 +18,7 @@ except the intermediate Gram sums of Diversity, which stay in the accumulation d
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,33 +37,6 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 def _kernels(module: str):
     """Import fastobj.kernels.<module> lazily: Triton is only touched when a kernel runs."""
     return importlib.import_module(f"fastobj.kernels.{module}")
-
-
-def _reference_vjp(ref: Callable, inputs: Sequence[torch.Tensor],
-                   grads: Sequence[Optional[torch.Tensor]],
-                   wrt: Optional[Sequence[bool]] = None) -> Tuple[Optional[torch.Tensor], ...]:
-    """Vector-Jacobian product of a reference function, for the ops' reference backward.
-
-    ``ref`` returns a tensor or a tuple of tensors; ``grads`` holds one cotangent per output
-    (None for an output that receives none). Gradients are taken for the inputs flagged in
-    ``wrt`` (default: all); the others get None. torch.func is used because a custom op's body
-    runs below the autograd dispatch key, where ``torch.autograd.grad`` records nothing.
-    """
-    wrt = [True] * len(inputs) if wrt is None else list(wrt)
-    primals = [t for t, w in zip(inputs, wrt) if w]
-
-    def wrapped(*diff):
-        it = iter(diff)
-        return ref(*[next(it) if w else t for t, w in zip(inputs, wrt)])
-
-    outputs, vjp = torch.func.vjp(wrapped, *primals)
-    if isinstance(outputs, tuple):
-        cotangents = tuple(torch.zeros_like(o) if g is None else g.to(o.dtype)
-                           for o, g in zip(outputs, grads))
-    else:
-        cotangents = grads[0].to(outputs.dtype)
-    found = iter(vjp(cotangents))
-    return tuple(next(found) if w else None for w in wrt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,10 +70,7 @@ def diversity_ref(feats: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("fastobj::diversity_sums", mutates_args=())
 def _diversity_sums_op(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if backend_for(feats) == "triton":
-        return _kernels("diversity").diversity_sums_forward(feats)
-    sums, sq, norms = diversity_sums_ref(feats)
-    return sums.contiguous(), sq, norms
+    return _kernels("diversity").diversity_sums_forward(feats)
 
 
 @_diversity_sums_op.register_fake
@@ -112,10 +84,7 @@ def _(feats):
 @torch.library.custom_op("fastobj::diversity_sums_backward", mutates_args=())
 def _diversity_sums_backward_op(feats: torch.Tensor, norms: torch.Tensor, grad_sums: torch.Tensor,
                                 grad_sq: torch.Tensor) -> torch.Tensor:
-    if backend_for(feats) == "triton":
-        return _kernels("diversity").diversity_sums_backward(feats, norms, grad_sums, grad_sq)
-    (grad,) = _reference_vjp(lambda f: diversity_sums_ref(f)[:2], [feats], [grad_sums, grad_sq])
-    return grad
+    return _kernels("diversity").diversity_sums_backward(feats, norms, grad_sums, grad_sq)
 
 
 @_diversity_sums_backward_op.register_fake
@@ -140,13 +109,16 @@ _diversity_sums_op.register_autograd(_diversity_backward, setup_context=_diversi
 
 
 def diversity_sums(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(S, Σ‖g_i‖²) of a (B, C, P) batch through the dispatched op (differentiable)."""
-    sums, sq, _ = _diversity_sums_op(feats)
+    """(S, Σ‖g_i‖²) of a (B, C, P) batch on the chosen backend (differentiable)."""
+    if backend_for(feats) == "torch":
+        sums, sq, _ = diversity_sums_ref(feats)
+    else:
+        sums, sq, _ = _diversity_sums_op(feats)
     return sums, sq
 
 
 def diversity(feats: torch.Tensor) -> torch.Tensor:
-    """Diversity of a (B, C, P) batch through the dispatched op: 0-dim, feats' dtype."""
+    """Diversity of a (B, C, P) batch on the chosen backend: 0-dim, feats' dtype."""
     sums, sq = diversity_sums(feats)
     return diversity_value(sums, sq, feats.shape[0]).to(feats.dtype)
 
@@ -169,9 +141,7 @@ def total_variation_ref(x: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("fastobj::total_variation", mutates_args=())
 def _total_variation_op(x: torch.Tensor) -> torch.Tensor:
-    if backend_for(x) == "triton":
-        return _kernels("total_variation").total_variation_forward(x).to(x.dtype)
-    return total_variation_ref(x)
+    return _kernels("total_variation").total_variation_forward(x).to(x.dtype)
 
 
 @_total_variation_op.register_fake
@@ -181,9 +151,7 @@ def _(x):
 
 @torch.library.custom_op("fastobj::total_variation_backward", mutates_args=())
 def _total_variation_backward_op(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    if backend_for(x) == "triton":
-        return _kernels("total_variation").total_variation_backward(x, grad)
-    return _reference_vjp(total_variation_ref, [x], [grad])[0]
+    return _kernels("total_variation").total_variation_backward(x, grad)
 
 
 @_total_variation_backward_op.register_fake
@@ -204,7 +172,9 @@ _total_variation_op.register_autograd(_tv_backward, setup_context=_tv_setup)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Total variation of x (rank >= 2) through the dispatched op; 0-dim, x's dtype."""
+    """Total variation of x (rank >= 2) on the chosen backend; 0-dim, x's dtype."""
+    if backend_for(x) == "torch":
+        return total_variation_ref(x)
     return _total_variation_op(x)
 
 
@@ -241,9 +211,7 @@ def dot_cossim_ref(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
 @torch.library.custom_op("fastobj::dot_cossim", mutates_args=())
 def _dot_cossim_op(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float, eps: float,
                    angled: bool) -> torch.Tensor:
-    if backend_for(acts, vec) == "triton":
-        return _kernels("dot_cossim").dot_cossim_forward(acts, vec, cossim_pow, eps, angled)
-    return dot_cossim_ref(acts, vec, cossim_pow, eps, angled)
+    return _kernels("dot_cossim").dot_cossim_forward(acts, vec, cossim_pow, eps, angled)
 
 
 @_dot_cossim_op.register_fake
@@ -256,13 +224,8 @@ def _dot_cossim_backward_op(acts: torch.Tensor, vec: torch.Tensor, grad: torch.T
                             cossim_pow: float, eps: float, angled: bool, vec_grad: bool
                             ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradients for (acts, vec); the one for vec is zeros unless vec_grad is set."""
-    if backend_for(acts, vec) == "triton":
-        return _kernels("dot_cossim").dot_cossim_backward(acts, vec, grad, cossim_pow, eps,
-                                                          angled, vec_grad)
-    grad_acts, grad_vec = _reference_vjp(
-        lambda a, v: dot_cossim_ref(a, v, cossim_pow, eps, angled), [acts, vec], [grad],
-        wrt=[True, vec_grad])
-    return grad_acts, grad_vec if vec_grad else torch.zeros_like(vec)
+    return _kernels("dot_cossim").dot_cossim_backward(acts, vec, grad, cossim_pow, eps, angled,
+                                                      vec_grad)
 
 
 @_dot_cossim_backward_op.register_fake
@@ -287,7 +250,9 @@ _dot_cossim_op.register_autograd(_dot_cossim_backward, setup_context=_dot_cossim
 
 def dot_cossim(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float = 0.0,
                eps: float = COSSIM_EPS, angled: bool = False) -> torch.Tensor:
-    """Dispatched :func:`dot_cossim_ref` on (B, C, P) activations; returns (B, P)."""
+    """:func:`dot_cossim_ref` on the chosen backend, (B, C, P) activations; returns (B, P)."""
+    if backend_for(acts, vec) == "torch":
+        return dot_cossim_ref(acts, vec, cossim_pow, eps, angled)
     return _dot_cossim_op(acts, vec, float(cossim_pow), float(eps), bool(angled))
 
 
