@@ -1,0 +1,578 @@
+"""Channel dot product times a clamped cosine (the Direction family): Triton forward/backward.
+
+For activations ``acts`` (B, C, P) and a direction ``vec`` (Bv, C, Pv), Bv in {1, B} and Pv in
+{1, P} broadcast, at every (b, p) (``fastobj.functional.dot_cossim_ref``):
+
+* ``angled=False``: ``dot = Σ_c v·a``, ``cos = dot / (max(‖v‖, eps) · max(‖a‖, eps))``
+  (``torch.cosine_similarity``);
+* ``angled=True``: ``dot = mean_c v·a``, ``cos = dot / (eps + ‖a‖)``;
+
+and ``out = dot · clamp(cos, min=0.1) ** cossim_pow`` (just ``dot`` when ``cossim_pow == 0``).
+Sums run in float32 whatever the input dtype; results come back in the input dtypes.
+
+Gradients (upstream ``g`` (B, P)). With ``f = clamp(cos, 0.1)^pow`` and
+``f' = pow·f/cos`` where ``cos >= 0.1`` (0 below: the clamp passes no gradient), let
+``gdot = g·f`` and ``gcos = g·dot·f'``. Then ``grad_a = α·v + β·a`` and the contribution to
+``grad_v`` is ``α·a + β_v·v`` at every (b, p), where
+
+* ``angled=False``: ``α = gdot + gcos/(m_a m_v)``, ``β = -gcos·cos/(m_a ‖a‖)``,
+  ``β_v = -gcos·cos/(m_v ‖v‖)`` with ``m = max(‖·‖, eps)``. This is the gradient of
+  ``torch.cosine_similarity``, which clamps the norms *without* recording the clamp: its
+  gradient flows through ``‖a‖`` even below ``eps`` (checked against autograd), and is zero
+  only where a norm is exactly zero;
+* ``angled=True``: ``α = (gdot + gcos/(eps + ‖a‖)) / C``, ``β = -gcos·cos/((eps + ‖a‖)‖a‖)``,
+  ``β_v = 0``.
+
+Tiling
+------
+A program owns one sample ``b`` and ``BLOCK_P`` positions (1-D grid ``B · cdiv(P, BLOCK_P)``) and
+walks the channels in ``BLOCK_C`` chunks. Strides are passed in; the launcher shapes the tile
+along the memory-contiguous axis: wide in P for (B, C, H·W) activations, wide in C for
+channels-last ones (stride 1 along C). A shared direction (Pv = 1) is loaded once per chunk as a
+``BLOCK_C`` vector and broadcast.
+
+The backward needs the channel sums of a position before it can write that position's
+gradient. When a position's whole channel column fits the tile (``RESIDENT``: C up to 1024 in
+float32 and 512 in 16-bit for (B, C, H·W) layouts, up to 8192 channels-last) the program loads
+it once, reduces, and writes the gradient from registers, so acts is read once. Larger C runs
+two chunked loops (reduce, then write), which reads acts twice; the second read may come from
+L2. The direction's gradient is reduced deterministically: per-program partial rows in float32,
+then a fixed-order sum (``_sum_rows_kernel``). No atomics anywhere: repeats are bitwise equal.
+
+Offsets: per-program and per-chunk bases are 64-bit scalars; in-tile offsets are int32 unless
+the launcher finds they can reach 2**31 (``WIDE``).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_TILE = 2048  # elements per chunk of the looping kernels (8 per thread with 8 warps)
+_RESIDENT_TILE = 8192  # the most elements a backward program keeps in registers
+_NUM_WARPS = 8
+_TARGET_PROGRAMS = 1024  # enough programs to keep an H100/H200's HBM busy
+_INT32_LIMIT = 2**31
+
+
+@triton.jit
+def _offsets2d(rc, rp, stride_c, stride_p, WIDE: tl.constexpr):
+    """In-tile element offsets rc*stride_c + rp*stride_p, int64 only when WIDE."""
+    if WIDE:
+        offsets = rc.to(tl.int64)[:, None] * stride_c + rp.to(tl.int64)[None, :] * stride_p
+    else:
+        offsets = rc[:, None] * stride_c + rp[None, :] * stride_p
+    return offsets
+
+
+@triton.jit
+def _load_chunk(a_ptr, v_ptr, rc, rp, c_mask, p_mask, sa_c, sa_p, sv_c, sv_p,
+                VEC_PER_POS: tl.constexpr, WIDE: tl.constexpr):
+    """One channel chunk: acts (BLOCK_C, BLOCK_P) and vec (BLOCK_C, BLOCK_P) or (BLOCK_C, 1),
+    both float32, zero outside the masks. a_ptr/v_ptr already point at the chunk's origin."""
+    mask = c_mask[:, None] & p_mask[None, :]
+    a = tl.load(a_ptr + _offsets2d(rc, rp, sa_c, sa_p, WIDE), mask=mask, other=0.0)
+    if VEC_PER_POS:
+        v = tl.load(v_ptr + _offsets2d(rc, rp, sv_c, sv_p, WIDE), mask=mask, other=0.0)
+    else:
+        if WIDE:
+            v_offsets = rc.to(tl.int64) * sv_c
+        else:
+            v_offsets = rc * sv_c
+        v = tl.load(v_ptr + v_offsets, mask=c_mask, other=0.0)[:, None]
+    return a.to(tl.float32), v.to(tl.float32)
+
+
+@triton.jit
+def _cosine(prod, na2, nv2, C, eps, ANGLED: tl.constexpr):
+    """(dot, cos, norm of a, norm of v) from the channel sums Σv·a, Σa², Σv²."""
+    na = tl.sqrt(na2)
+    nv = tl.sqrt(nv2)
+    if ANGLED:
+        dot = prod / C
+        cos = dot / (eps + na)
+    else:
+        dot = prod
+        cos = dot / (tl.maximum(na, eps) * tl.maximum(nv, eps))
+    return dot, cos, na, nv
+
+
+@triton.jit
+def _clamp_cos(cos):
+    return tl.maximum(cos, 0.1, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _clamped_pow(cos, cossim_pow):
+    """clamp(cos, min=0.1) ** cossim_pow (a NaN cosine stays NaN, as torch.clamp_min keeps it);
+    the base is >= 0.1 > 0, so exp2(pow * log2(base)) is accurate to a few float32 ulps."""
+    return tl.exp2(cossim_pow * tl.log2(_clamp_cos(cos)))
+
+
+@triton.jit
+def _dot_cossim_fwd_kernel(acts_ptr, vec_ptr, out_ptr, C, P, n_pblocks,
+                           sa_b, sa_c, sa_p, sv_b, sv_c, sv_p, eps, cossim_pow,
+                           ANGLED: tl.constexpr, HAS_POW: tl.constexpr,
+                           VEC_PER_POS: tl.constexpr, BLOCK_C: tl.constexpr,
+                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr):
+    """out[b, p] = dot · clamp(cos, 0.1)^cossim_pow for one sample b and BLOCK_P positions.
+
+    Buffers:
+      acts_ptr  (B, C, P), strides (sa_b, sa_c, sa_p); float32/float16/bfloat16.
+      vec_ptr   (Bv, C, Pv), strides (sv_b, sv_c, sv_p), sv_b = 0 when Bv = 1 and sv_p = 0 when
+                Pv = 1 (then VEC_PER_POS is False and one BLOCK_C vector is loaded per chunk).
+      out_ptr   (B, P) contiguous, acts' dtype.
+    Cost: reads B·C·P acts elements once, the direction (Bv·C·Pv elements, re-read per program
+    from L2 when shared) and writes B·P elements. FLOPs: 2·B·C·P for Σv·a, plus 2·B·C·P for
+    Σa² (and for Σv² when per-position) when cossim_pow != 0; O(B·P) for the epilogue.
+    """
+    pid = tl.program_id(0)
+    b = pid // n_pblocks
+    p0 = (pid % n_pblocks) * BLOCK_P
+    rc = tl.arange(0, BLOCK_C)
+    rp = tl.arange(0, BLOCK_P)
+    p_mask = p0 + rp < P
+    a_base = acts_ptr + (b.to(tl.int64) * sa_b + p0.to(tl.int64) * sa_p)
+    v_base = vec_ptr + (b.to(tl.int64) * sv_b + p0.to(tl.int64) * sv_p)
+    a_step = tl.cast(sa_c, tl.int64) * BLOCK_C
+    v_step = tl.cast(sv_c, tl.int64) * BLOCK_C
+
+    prod_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    na_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    if VEC_PER_POS:
+        nv_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    else:
+        nv_acc = tl.zeros((BLOCK_C, 1), dtype=tl.float32)
+    a_off = tl.zeros((), dtype=tl.int64)
+    v_off = tl.zeros((), dtype=tl.int64)
+    for c0 in range(0, C, BLOCK_C):
+        a, v = _load_chunk(a_base + a_off, v_base + v_off, rc, rp, c0 + rc < C, p_mask,
+                           sa_c, sa_p, sv_c, sv_p, VEC_PER_POS, WIDE)
+        prod_acc += a * v
+        if HAS_POW:
+            na_acc += a * a
+            if not ANGLED:
+                nv_acc += v * v
+        a_off += a_step
+        v_off += v_step
+    prod = tl.sum(prod_acc, axis=0)
+    if HAS_POW:
+        dot, cos, _na, _nv = _cosine(prod, tl.sum(na_acc, axis=0), tl.sum(nv_acc, axis=0), C,
+                                     eps, ANGLED)
+        out = dot * _clamped_pow(cos, cossim_pow)
+    else:
+        if ANGLED:
+            out = prod / C
+        else:
+            out = prod
+    tl.store(out_ptr + b.to(tl.int64) * P + p0 + rp, out.to(out_ptr.dtype.element_ty),
+             mask=p_mask)
+
+
+@triton.jit
+def _emit_chunk(a, v, alpha, beta, beta_v, ga_ptr, gv_ptr, rc, rp, c_mask, p_mask,
+                sga_c, sga_p, sgv_c, sgv_p, VEC_GRAD: tl.constexpr, WIDE: tl.constexpr):
+    """Store one chunk of grad_acts = α·v + β·a, and of the direction's gradient α·a + β_v·v:
+    per position (VEC_GRAD 1) or summed over this program's positions (VEC_GRAD 2)."""
+    mask = c_mask[:, None] & p_mask[None, :]
+    grad_a = alpha[None, :] * v + beta[None, :] * a
+    tl.store(ga_ptr + _offsets2d(rc, rp, sga_c, sga_p, WIDE),
+             grad_a.to(ga_ptr.dtype.element_ty), mask=mask)
+    if VEC_GRAD == 1:
+        grad_v = alpha[None, :] * a + beta_v[None, :] * v
+        tl.store(gv_ptr + _offsets2d(rc, rp, sgv_c, sgv_p, WIDE),
+                 grad_v.to(gv_ptr.dtype.element_ty), mask=mask)
+    if VEC_GRAD == 2:
+        grad_v = tl.sum(alpha[None, :] * a + beta_v[None, :] * v, axis=1)
+        if WIDE:
+            gv_offsets = rc.to(tl.int64) * sgv_c
+        else:
+            gv_offsets = rc * sgv_c
+        tl.store(gv_ptr + gv_offsets, grad_v.to(gv_ptr.dtype.element_ty), mask=c_mask)
+
+
+@triton.jit
+def _dot_cossim_bwd_kernel(acts_ptr, vec_ptr, grad_ptr, ga_ptr, gv_ptr, C, P, n_pblocks,
+                           sa_b, sa_c, sa_p, sv_b, sv_c, sv_p, sg_b, sg_p,
+                           sga_b, sga_c, sga_p, sgv_b, sgv_c, sgv_p, eps, cossim_pow,
+                           ANGLED: tl.constexpr, HAS_POW: tl.constexpr,
+                           VEC_PER_POS: tl.constexpr, VEC_GRAD: tl.constexpr,
+                           RESIDENT: tl.constexpr, BLOCK_C: tl.constexpr,
+                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr):
+    """Gradients of out[b, p] (see the module docstring) for one sample b, BLOCK_P positions.
+
+    Buffers:
+      acts_ptr  (B, C, P), strides (sa_b, sa_c, sa_p); float32/float16/bfloat16.
+      vec_ptr   (Bv, C, Pv), strides (sv_b, sv_c, sv_p), 0 along broadcast dims.
+      grad_ptr  (B, P) upstream gradient, strides (sg_b, sg_p).
+      ga_ptr    (B, C, P) gradient of acts, strides (sga_b, sga_c, sga_p), acts' dtype.
+      gv_ptr    VEC_GRAD 0: unused. VEC_GRAD 1 (per-position direction): (B, C, P) with strides
+                (sgv_b, sgv_c, sgv_p): the direction's gradient itself (Bv = B, vec's dtype) or
+                float32 per-sample partials to be summed over b (Bv = 1). VEC_GRAD 2 (shared
+                over P): float32 partial rows (B·n_pblocks, C), row pid at pid·sgv_b, stride
+                sgv_c, summed afterwards over the programs of each direction row.
+    Cost: RESIDENT: reads B·C·P acts elements once, writes B·C·P (plus the direction's
+    gradient: B·C·P float32 when per-position, B·n_pblocks·C when shared); otherwise reads
+    acts twice. FLOPs: ~4·B·C·P for the sums, ~4·B·C·P for the gradient, ~4·B·C·P more with a
+    direction gradient.
+    """
+    pid = tl.program_id(0)
+    b = pid // n_pblocks
+    p0 = (pid % n_pblocks) * BLOCK_P
+    rc = tl.arange(0, BLOCK_C)
+    rp = tl.arange(0, BLOCK_P)
+    p_mask = p0 + rp < P
+    b64 = b.to(tl.int64)
+    p64 = p0.to(tl.int64)
+    a_base = acts_ptr + (b64 * sa_b + p64 * sa_p)
+    v_base = vec_ptr + (b64 * sv_b + p64 * sv_p)
+    ga_base = ga_ptr + (b64 * sga_b + p64 * sga_p)
+    if VEC_GRAD == 2:
+        gv_base = gv_ptr + pid.to(tl.int64) * sgv_b
+    else:
+        gv_base = gv_ptr + (b64 * sgv_b + p64 * sgv_p)
+    g = tl.load(grad_ptr + b64 * sg_b + (p0 + rp).to(tl.int64) * sg_p, mask=p_mask, other=0.0)
+    g = g.to(tl.float32)
+    a_step = tl.cast(sa_c, tl.int64) * BLOCK_C  # 64-bit per-chunk steps of the looping path
+    v_step = tl.cast(sv_c, tl.int64) * BLOCK_C
+    ga_step = tl.cast(sga_c, tl.int64) * BLOCK_C
+    gv_step = tl.cast(sgv_c, tl.int64) * BLOCK_C
+
+    # Pass 1: channel sums.
+    if RESIDENT:
+        a, v = _load_chunk(a_base, v_base, rc, rp, rc < C, p_mask, sa_c, sa_p, sv_c, sv_p,
+                           VEC_PER_POS, WIDE)
+        prod = tl.sum(a * v, axis=0)
+        na2 = tl.sum(a * a, axis=0)
+        nv2 = tl.sum(v * v, axis=0)
+    else:
+        prod_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+        na_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+        if VEC_PER_POS:
+            nv_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+        else:
+            nv_acc = tl.zeros((BLOCK_C, 1), dtype=tl.float32)
+        a_off = tl.zeros((), dtype=tl.int64)
+        v_off = tl.zeros((), dtype=tl.int64)
+        for c0 in range(0, C, BLOCK_C):
+            a, v = _load_chunk(a_base + a_off, v_base + v_off, rc, rp, c0 + rc < C, p_mask,
+                               sa_c, sa_p, sv_c, sv_p, VEC_PER_POS, WIDE)
+            prod_acc += a * v
+            na_acc += a * a
+            nv_acc += v * v
+            a_off += a_step
+            v_off += v_step
+        prod = tl.sum(prod_acc, axis=0)
+        na2 = tl.sum(na_acc, axis=0)
+        nv2 = tl.sum(nv_acc, axis=0)
+
+    # Per-position coefficients: grad_a = α·v + β·a, grad_v = α·a + β_v·v.
+    zero = tl.zeros((BLOCK_P,), dtype=tl.float32)
+    if HAS_POW:
+        dot, cos, na, nv = _cosine(prod, na2, nv2, C, eps, ANGLED)
+        base = _clamp_cos(cos)
+        f = tl.exp2(cossim_pow * tl.log2(base))
+        gdot = g * f
+        gcos = tl.where(cos >= 0.1, g * dot * (cossim_pow * f / base), 0.0)
+        # A zero norm has a zero gradient (as torch's vector_norm backward): β = 0 there.
+        na_safe = tl.where(na > 0, na, 1.0)
+        if ANGLED:
+            d = eps + na
+            alpha = (gdot + gcos / d) / C
+            beta = tl.where(na > 0, -gcos * cos / (d * na_safe), 0.0)
+            beta_v = zero
+        else:
+            ma = tl.maximum(na, eps)
+            mv = tl.maximum(nv, eps)
+            alpha = gdot + gcos / (ma * mv)
+            beta = tl.where(na > 0, -gcos * cos / (ma * na_safe), 0.0)
+            beta_v = tl.where(nv > 0, -gcos * cos / (mv * tl.where(nv > 0, nv, 1.0)), 0.0)
+    else:
+        if ANGLED:
+            alpha = g / C
+        else:
+            alpha = g
+        beta = zero
+        beta_v = zero
+    alpha = tl.where(p_mask, alpha, 0.0)
+    beta = tl.where(p_mask, beta, 0.0)
+    beta_v = tl.where(p_mask, beta_v, 0.0)
+
+    # Pass 2: write the gradients.
+    if RESIDENT:
+        _emit_chunk(a, v, alpha, beta, beta_v, ga_base, gv_base, rc, rp, rc < C, p_mask,
+                    sga_c, sga_p, sgv_c, sgv_p, VEC_GRAD, WIDE)
+    else:
+        a_off = tl.zeros((), dtype=tl.int64)
+        v_off = tl.zeros((), dtype=tl.int64)
+        ga_off = tl.zeros((), dtype=tl.int64)
+        gv_off = tl.zeros((), dtype=tl.int64)
+        for c0 in range(0, C, BLOCK_C):
+            a, v = _load_chunk(a_base + a_off, v_base + v_off, rc, rp, c0 + rc < C, p_mask,
+                               sa_c, sa_p, sv_c, sv_p, VEC_PER_POS, WIDE)
+            _emit_chunk(a, v, alpha, beta, beta_v, ga_base + ga_off, gv_base + gv_off, rc, rp,
+                        c0 + rc < C, p_mask, sga_c, sga_p, sgv_c, sgv_p, VEC_GRAD, WIDE)
+            a_off += a_step
+            v_off += v_step
+            ga_off += ga_step
+            gv_off += gv_step
+
+
+@triton.jit
+def _sum_rows_kernel(in_ptr, out_ptr, R, M, n_mblocks,
+                     BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+    """out[a, m] = Σ_r in[a, r, m] in a fixed order (the direction gradient's second stage).
+
+    Buffers: in_ptr float32 (A, R, M) contiguous; out_ptr (A, M) contiguous, any float dtype.
+    Cost: reads 4·A·R·M bytes, writes A·M elements; A·R·M additions.
+    """
+    pid = tl.program_id(0)
+    a = pid // n_mblocks
+    m = (pid % n_mblocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rr = tl.arange(0, BLOCK_R)
+    base = in_ptr + a.to(tl.int64) * R * M
+    acc = tl.zeros((BLOCK_R, BLOCK_M), dtype=tl.float32)
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + rr
+        offsets = r.to(tl.int64)[:, None] * M + m[None, :]
+        acc += tl.load(base + offsets, mask=(r < R)[:, None] & (m < M)[None, :], other=0.0)
+    tl.store(out_ptr + a.to(tl.int64) * M + m,
+             tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=m < M)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+def _c_contiguous(acts: torch.Tensor) -> bool:
+    """Channels-last activations: unit stride along C, not along P."""
+    return acts.shape[1] > 1 and acts.stride(1) == 1 and acts.shape[2] > 1 and acts.stride(2) != 1
+
+
+def _target_programs(device: torch.device) -> int:
+    """Programs worth splitting a small problem into: on a GPU enough to fill it; in the
+    interpreter (CPU tensors) one, since there every program costs Python time."""
+    return _TARGET_PROGRAMS if device.type == "cuda" else 1
+
+
+def _tiles(acts: torch.Tensor, resident_limit: int = 0):
+    """(BLOCK_C, BLOCK_P, resident) for acts; resident_limit > 0 asks for a whole-C tile."""
+    batch, channels, positions = acts.shape
+    c2 = triton.next_power_of_2(channels)
+    p2 = triton.next_power_of_2(positions)
+    target = _target_programs(acts.device)
+
+    def _shrink_for_parallelism(block: int, programs, floor: int) -> int:
+        # Halve BLOCK_P until the grid has `target` programs or the floor is reached.
+        while block > floor and programs(block) < target:
+            block //= 2
+        return block
+
+    programs = lambda bp: batch * triton.cdiv(positions, bp)
+    if _c_contiguous(acts):
+        if resident_limit and c2 <= resident_limit:
+            block_p = min(p2, max(1, resident_limit // c2))
+            return c2, _shrink_for_parallelism(block_p, programs, 1), True
+        block_c = min(c2, 256)
+        block_p = min(p2, max(1, _TILE // block_c))
+        return block_c, _shrink_for_parallelism(block_p, programs, 1), False
+    # P contiguous (or neither): rows of at least 32 bytes along P.
+    min_p = min(p2, max(1, 32 // acts.element_size()))
+    if resident_limit and c2 * min_p <= resident_limit:
+        block_p = min(p2, 512, max(min_p, resident_limit // c2))
+        return c2, _shrink_for_parallelism(block_p, programs, min_p), True
+    block_p = _shrink_for_parallelism(min(p2, 128), programs, min(p2, 32))
+    return min(c2, max(1, _TILE // block_p)), block_p, False
+
+
+def _wide(block_c: int, block_p: int, *strides) -> bool:
+    """Whether in-tile offsets of any (stride_c, stride_p) pair can reach 2**31."""
+    return any((block_c - 1) * abs(sc) + (block_p - 1) * abs(sp) >= _INT32_LIMIT
+               for sc, sp in strides)
+
+
+def _vec_strides(vec: torch.Tensor):
+    """vec's strides with 0 along its broadcast (size-1) batch and position dims."""
+    return (0 if vec.shape[0] == 1 else vec.stride(0), vec.stride(1),
+            0 if vec.shape[2] == 1 else vec.stride(2))
+
+
+def _check(acts: torch.Tensor, vec: torch.Tensor):
+    if acts.dim() != 3 or vec.dim() != 3:
+        raise ValueError(f"dot_cossim takes acts (B, C, P) and vec (Bv, C, Pv), got "
+                         f"{tuple(acts.shape)} and {tuple(vec.shape)}")
+    b, c, p = acts.shape
+    if vec.shape[1] != c or vec.shape[0] not in (1, b) or vec.shape[2] not in (1, p):
+        raise ValueError(f"vec {tuple(vec.shape)} does not broadcast against acts "
+                         f"{tuple(acts.shape)}")
+
+
+def dot_cossim_forward(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
+                       eps: float, angled: bool) -> torch.Tensor:
+    """(B, P) values in acts' dtype; see the module docstring."""
+    _check(acts, vec)
+    batch, channels, positions = acts.shape
+    out = torch.empty((batch, positions), dtype=acts.dtype, device=acts.device)
+    if out.numel() == 0:
+        return out
+    if channels == 0:
+        return out.zero_()
+    block_c, block_p, _ = _tiles(acts)
+    n_pblocks = triton.cdiv(positions, block_p)
+    sv = _vec_strides(vec)
+    wide = _wide(block_c, block_p, (acts.stride(1), acts.stride(2)), (sv[1], sv[2]))
+    _dot_cossim_fwd_kernel[(batch * n_pblocks,)](
+        acts, vec, out, channels, positions, n_pblocks, *acts.stride(), *sv, float(eps),
+        float(cossim_pow), ANGLED=bool(angled), HAS_POW=cossim_pow != 0,
+        VEC_PER_POS=vec.shape[2] != 1, BLOCK_C=block_c, BLOCK_P=block_p, WIDE=wide,
+        num_warps=_NUM_WARPS)
+    return out
+
+
+def _sum_rows(partial: torch.Tensor, out: torch.Tensor) -> None:
+    """out = partial.sum(1) in a fixed order: partial float32 (A, R, M), out of any float dtype
+    and any layout holding A·M elements (written through a contiguous temporary if needed)."""
+    a, r, m = partial.shape
+    block_m = min(triton.next_power_of_2(m), 128)
+    block_r = min(triton.next_power_of_2(r), max(1, 4096 // block_m))
+    n_mblocks = triton.cdiv(m, block_m)
+    target = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype,
+                                                         device=out.device)
+    _sum_rows_kernel[(a * n_mblocks,)](partial, target, r, m, n_mblocks, BLOCK_R=block_r,
+                                       BLOCK_M=block_m, num_warps=4)
+    if target is not out:
+        out.copy_(target)
+
+
+def dot_cossim_backward(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tensor,
+                        cossim_pow: float, eps: float, angled: bool, vec_grad: bool):
+    """(grad_acts, grad_vec) for the upstream gradient grad (B, P).
+
+    grad_acts has acts' shape, dtype and ``torch.empty_like(acts)``'s strides; grad_vec has
+    vec's shape and dtype (zeros unless vec_grad).
+    """
+    _check(acts, vec)
+    batch, channels, positions = acts.shape
+    grad_acts = torch.empty_like(acts)
+    grad_vec = torch.empty_like(vec) if vec_grad else torch.zeros_like(vec)
+    if acts.numel() == 0:
+        return grad_acts.zero_(), grad_vec.zero_()
+    block_c, block_p, resident = _tiles(acts, _RESIDENT_TILE)
+    n_pblocks = triton.cdiv(positions, block_p)
+    grid = batch * n_pblocks
+    per_pos = vec.shape[2] != 1
+    partial = None
+    if not vec_grad:
+        mode, gv, sgv = 0, grad_acts, (0, 0, 0)
+    elif per_pos and vec.shape[0] == batch:
+        mode, gv, sgv = 1, grad_vec, grad_vec.stride()
+    elif per_pos:  # a (1, C, P) direction shared by the batch: float32 rows per sample
+        partial = torch.empty((batch, channels, positions), dtype=torch.float32,
+                              device=acts.device)
+        mode, gv, sgv = 1, partial, partial.stride()
+    else:  # shared over positions: one float32 row of C per program
+        partial = torch.empty((grid, channels), dtype=torch.float32, device=acts.device)
+        mode, gv, sgv = 2, partial, (channels, 1, 0)
+    sv = _vec_strides(vec)
+    wide = _wide(block_c, block_p, (acts.stride(1), acts.stride(2)), (sv[1], sv[2]),
+                 (grad_acts.stride(1), grad_acts.stride(2)), (sgv[1], sgv[2]))
+    num_warps = max(4, min(16, block_c * block_p // 512)) if resident else _NUM_WARPS
+    _dot_cossim_bwd_kernel[(grid,)](
+        acts, vec, grad, grad_acts, gv, channels, positions, n_pblocks, *acts.stride(), *sv,
+        grad.stride(0), grad.stride(1), *grad_acts.stride(), *sgv, float(eps),
+        float(cossim_pow), ANGLED=bool(angled), HAS_POW=cossim_pow != 0, VEC_PER_POS=per_pos,
+        VEC_GRAD=mode, RESIDENT=resident, BLOCK_C=block_c, BLOCK_P=block_p, WIDE=wide,
+        num_warps=num_warps)
+    if partial is not None:
+        if mode == 1:  # Σ over the batch of per-sample (C·P) rows
+            _sum_rows(partial.view(1, batch, channels * positions), grad_vec)
+        else:  # Σ over the programs that share each direction row
+            rows = vec.shape[0]
+            _sum_rows(partial.view(rows, grid // rows, channels), grad_vec)
+    return grad_acts, grad_vec
+
+
+# --------------------------------------------------------------------------------------------
+# Ahead-of-time compilation specs for tests/test_kernels_compile.py: (kernel, signature,
+# constexprs, options) at the configurations the launchers pick on a GPU for Direction-style
+# activations of 64 x 512 channels x 14*14 positions (C = 2048 for the looping backward).
+# As at run time, unit strides are constexpr 1 and ":16" marks the arguments Triton finds
+# divisible by 16 (aligned pointers, zero strides of broadcast dims).
+# --------------------------------------------------------------------------------------------
+
+def _fwd_spec(dtype, per_pos, angled, block_c, block_p, channels_last=False):
+    sig = {"acts_ptr": f"*{dtype}:16", "vec_ptr": f"*{dtype}:16", "out_ptr": f"*{dtype}:16",
+           "C": "i32:16", "P": "i32", "n_pblocks": "i32", "sa_b": "i32:16",
+           "sa_c": "constexpr" if channels_last else "i32",
+           "sa_p": "i32:16" if channels_last else "constexpr",
+           "sv_b": "i32:16", "sv_c": "i32" if per_pos else "constexpr",
+           "sv_p": "constexpr" if per_pos else "i32:16", "eps": "fp32", "cossim_pow": "fp32",
+           "ANGLED": "constexpr", "HAS_POW": "constexpr", "VEC_PER_POS": "constexpr",
+           "BLOCK_C": "constexpr", "BLOCK_P": "constexpr", "WIDE": "constexpr"}
+    consts = {"ANGLED": angled, "HAS_POW": True, "VEC_PER_POS": per_pos, "BLOCK_C": block_c,
+              "BLOCK_P": block_p, "WIDE": False}
+    consts["sa_c" if channels_last else "sa_p"] = 1
+    consts["sv_p" if per_pos else "sv_c"] = 1
+    return _dot_cossim_fwd_kernel, sig, consts, {"num_warps": _NUM_WARPS}
+
+
+def _bwd_spec(dtype, per_pos, vec_grad, resident, block_c, block_p, num_warps,
+              channels_last=False):
+    pdt = "fp32" if vec_grad != 1 or not per_pos else dtype
+    sig = {"acts_ptr": f"*{dtype}:16", "vec_ptr": f"*{dtype}:16", "grad_ptr": f"*{dtype}:16",
+           "ga_ptr": f"*{dtype}:16", "gv_ptr": f"*{pdt}:16", "C": "i32:16", "P": "i32",
+           "n_pblocks": "i32", "sa_b": "i32:16", "sa_c": "constexpr" if channels_last else "i32",
+           "sa_p": "i32:16" if channels_last else "constexpr", "sv_b": "i32:16",
+           "sv_c": "i32" if per_pos else "constexpr",
+           "sv_p": "constexpr" if per_pos else "i32:16", "sg_b": "i32", "sg_p": "constexpr",
+           "sga_b": "i32:16", "sga_c": "constexpr" if channels_last else "i32",
+           "sga_p": "i32:16" if channels_last else "constexpr", "sgv_b": "i32:16",
+           "sgv_c": "i32" if per_pos else "constexpr",
+           "sgv_p": "constexpr" if per_pos else "i32:16", "eps": "fp32", "cossim_pow": "fp32",
+           "ANGLED": "constexpr", "HAS_POW": "constexpr", "VEC_PER_POS": "constexpr",
+           "VEC_GRAD": "constexpr", "RESIDENT": "constexpr", "BLOCK_C": "constexpr",
+           "BLOCK_P": "constexpr", "WIDE": "constexpr"}
+    consts = {"sg_p": 1, "ANGLED": False, "HAS_POW": True, "VEC_PER_POS": per_pos,
+              "VEC_GRAD": vec_grad, "RESIDENT": resident, "BLOCK_C": block_c,
+              "BLOCK_P": block_p, "WIDE": False}
+    for name in (("sa_c", "sga_c") if channels_last else ("sa_p", "sga_p")):
+        consts[name] = 1
+    for name in (("sv_p", "sgv_p") if per_pos else ("sv_c", "sgv_c")):
+        consts[name] = 1
+    return _dot_cossim_bwd_kernel, sig, consts, {"num_warps": num_warps}
+
+
+def _degenerate_bwd_spec():
+    """Every integer argument that can be 1 specialized to constexpr 1 (one channel, one
+    position, as Triton specializes such values at run time): the kernel must still compile."""
+    sig = {a: "*fp32:16" for a in _dot_cossim_bwd_kernel.arg_names[:5]}
+    consts = {a: 1 for a in _dot_cossim_bwd_kernel.arg_names[5:-10]}
+    sig.update({a: "constexpr" for a in consts})
+    sig.update({"eps": "fp32", "cossim_pow": "fp32"})
+    consts.update({"ANGLED": True, "HAS_POW": True, "VEC_PER_POS": True, "VEC_GRAD": 1,
+                   "RESIDENT": False, "BLOCK_C": 1, "BLOCK_P": 2048, "WIDE": False})
+    sig.update({a: "constexpr" for a in consts if a not in sig})
+    return _dot_cossim_bwd_kernel, sig, consts, {"num_warps": _NUM_WARPS}
+
+
+AOT_SPECS = [
+    _degenerate_bwd_spec(),
+    _fwd_spec("fp32", per_pos=False, angled=False, block_c=64, block_p=32),
+    _fwd_spec("bf16", per_pos=True, angled=True, block_c=64, block_p=32),
+    _fwd_spec("fp32", per_pos=False, angled=False, block_c=256, block_p=8, channels_last=True),
+    # Resident backward (whole channel column in registers), C = 512.
+    _bwd_spec("fp32", per_pos=False, vec_grad=0, resident=True, block_c=512, block_p=16,
+              num_warps=16),
+    _bwd_spec("fp32", per_pos=False, vec_grad=2, resident=True, block_c=512, block_p=8,
+              num_warps=8),
+    _bwd_spec("bf16", per_pos=True, vec_grad=1, resident=True, block_c=512, block_p=16,
+              num_warps=16),
+    _bwd_spec("bf16", per_pos=False, vec_grad=0, resident=True, block_c=512, block_p=16,
+              num_warps=16, channels_last=True),
+    # Looping backward (C = 2048 does not fit the resident tile).
+    _bwd_spec("fp32", per_pos=False, vec_grad=2, resident=False, block_c=64, block_p=32,
+              num_warps=_NUM_WARPS),
+    (_sum_rows_kernel, {"in_ptr": "*fp32:16", "out_ptr": "*fp32:16", "R": "i32", "M": "i32",
+                        "n_mblocks": "i32", "BLOCK_R": "constexpr", "BLOCK_M": "constexpr"},
+     {"BLOCK_R": 32, "BLOCK_M": 128}, {"num_warps": 4}),
+]
