@@ -9,14 +9,14 @@ Layout (names usable as objective targets)::
 
     features.0  Conv2d(3, 16, 3, padding=1)
     features.1  ReLU
-    features.2  Conv2d(16, 32, 3, stride=2, padding=1)
+    features.2  Conv2d(16, 24, 3, stride=2, padding=1)
     features.3  ReLU
-    features.4  Conv2d(32, 48, 3, stride=2, padding=1)
+    features.4  Conv2d(24, 32, 3, stride=2, padding=1)
     features.5  ReLU
-    features.6  Conv2d(48, 64, 3, padding=1)
+    features.6  Conv2d(32, 48, 3, padding=1)
     features.7  ReLU
     pool        AdaptiveAvgPool2d(1)
-    classifier  Linear(64, 10)  (applied to the flattened pooled features)
+    classifier  Linear(48, 10)  (applied to the flattened pooled features)
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class DemoCNN(nn.Module):
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
-        widths = [3, 16, 32, 48, 64]
+        widths = [3, 16, 24, 32, 48]
         strides = [1, 2, 2, 1]
         layers = []
         for c_in, c_out, stride in zip(widths[:-1], widths[1:], strides):

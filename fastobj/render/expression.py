@@ -81,6 +81,8 @@ def _parse(source: str) -> ast.Expression:
         raise ValueError("objective expression is empty")
     try:
         return ast.parse(source.strip(), mode="eval")
+    except (RecursionError, MemoryError):
+        raise ValueError("objective expression is nested too deeply") from None
     except SyntaxError as exc:
         raise ValueError(f"objective expression is not valid syntax: {exc.msg}"
                          f" (column {exc.offset})") from None
@@ -130,7 +132,10 @@ def _check(node: ast.AST, allowed: frozenset) -> None:
 def check_expression(source: str, allowed: frozenset = OBJECTIVE_NAMES) -> ast.Expression:
     """Parse ``source`` and check it; returns the tree or raises ``ValueError``."""
     tree = _parse(source)
-    _check(tree, allowed)
+    try:
+        _check(tree, allowed)
+    except RecursionError:
+        raise ValueError("objective expression is nested too deeply") from None
     return tree
 
 
@@ -192,8 +197,10 @@ class _Evaluator:
         # huge integer; integer results of + - * and ** stay integers (channel indices).
         try:
             result = op(float(left), float(right))
-        except (OverflowError, ZeroDivisionError) as exc:
-            raise ValueError(f"objective expression: {exc}{_where(node)}") from None
+        except OverflowError:
+            raise ValueError(f"objective expression: number too large{_where(node)}") from None
+        except ZeroDivisionError:
+            raise ValueError(f"objective expression: division by zero{_where(node)}") from None
         if isinstance(result, complex) or not math.isfinite(result):
             raise ValueError(f"objective expression: arithmetic gives {result}{_where(node)}")
         if (isinstance(left, int) and isinstance(right, int) and op is not operator.truediv
@@ -245,6 +252,15 @@ def parse_objective(source: str,
         ValueError: the expression holds a construct outside the accepted set (checked on the
             whole tree before any objective is built), or an objective rejected its arguments.
     """
+    from ..loss import Loss
+
     ns = _default_namespace() if namespace is None else dict(namespace)
     tree = check_expression(source, frozenset(ns))
-    return _Evaluator(ns)(tree)
+    try:
+        result = _Evaluator(ns)(tree)
+    except RecursionError:
+        raise ValueError("objective expression is nested too deeply") from None
+    if not isinstance(result, Loss):
+        raise ValueError(f"objective expression evaluates to a {type(result).__name__} value, "
+                         "not an objective; it must contain at least one objective call")
+    return result

@@ -1,0 +1,60 @@
+"""Rendering feature visualizations with fastobj objectives.
+
+* :func:`render` runs the optimization loop and returns a :class:`RenderResult`.
+* :mod:`.param`: image parameterizations (:class:`FFTImage`, :class:`PixelImage`).
+* :mod:`.transforms`: per-sample random transforms and :func:`default_transforms`.
+* :mod:`.expression`: :func:`parse_objective`, the safe parser behind ``fastobj render``.
+* :mod:`.demo`: :class:`DemoCNN`, a small deterministic network for demos and tests.
+* :func:`lucent_objective`: use a fastobj objective where Lucent expects an objective function.
+
+Nothing here touches CUDA or Triton at import time.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+from .demo import DemoCNN, demo_cnn
+from .expression import OBJECTIVE_NAMES, parse_objective
+from .param import FFTImage, ImageParameterization, PixelImage, make_parameterization
+from .runner import IMAGE_TARGET, RenderResult, render
+from .transforms import (Jitter, Pad, RandomAffine, RandomRotation, RandomScale, RandomTransform,
+                         default_transforms, seed_transforms)
+from .cli import make_grid, save_png
+
+__all__ = [
+    "render", "RenderResult", "IMAGE_TARGET",
+    "ImageParameterization", "FFTImage", "PixelImage", "make_parameterization",
+    "RandomTransform", "Pad", "Jitter", "RandomScale", "RandomRotation", "RandomAffine",
+    "default_transforms",
+    "seed_transforms",
+    "parse_objective", "OBJECTIVE_NAMES",
+    "DemoCNN", "demo_cnn",
+    "make_grid", "save_png",
+    "lucent_objective",
+]
+
+
+def lucent_objective(loss: Any,
+                     summarize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                     ) -> Callable[[Callable[[Any], torch.Tensor]], torch.Tensor]:
+    """Adapt a fastobj objective to Lucent's calling convention.
+
+    Lucent calls an objective function with ``T``, where ``T(name)`` returns the activation of
+    the layer ``name``, and minimises the scalar it returns. The returned function builds the
+    ``{target: T(target)}`` mapping for every target of ``loss`` (so the targets must be the
+    names ``T`` understands) and returns ``summarize(loss(mapping))``, by default ``-mean``,
+    i.e. the objective is maximised as in fastobj. Wrap the result with Lucent's
+    ``objectives.as_objective`` to combine it with Lucent objectives.
+    """
+    from ..loss import default_loss_summarize, targets_of
+
+    reduce = default_loss_summarize if summarize is None else summarize
+    targets = targets_of(loss)
+
+    def objective(T: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+        return reduce(loss({target: T(target) for target in targets}))
+
+    objective.__name__ = f"lucent_objective({loss!r})"
+    return objective
