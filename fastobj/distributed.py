@@ -75,7 +75,10 @@ def alignment_distributed(s: torch.Tensor, decay_ratio: float, group: Any) -> to
                  for r in range(rank + 1, len(all_counts))]
     extended = torch.cat([s] + following)[:count + reach]
     acc = Fn.accumulation_dtype(s.dtype)
-    local = s.reshape(-1)[:0].sum().to(acc)
+    # Start from an empty sum over the gathered heads (0, in their graph): every rank's
+    # backward must reach _GatherHeads, whose all-reduce the other ranks wait for, even where
+    # no pair uses a later rank's samples (the last rank, or a rank of one sample).
+    local = heads.reshape(-1)[:0].sum().to(acc)
     for d in range(1, reach + 1):
         pairs = min(count, extended.shape[0] - d)
         if pairs > 0:

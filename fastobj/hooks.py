@@ -7,6 +7,7 @@ normal run, when the model's forward raises, and when a capture object is garbag
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
@@ -42,9 +43,9 @@ class ModuleOutputsHook:
     """
 
     def __init__(self, target_modules: Iterable[Any], model: Optional[nn.Module] = None) -> None:
+        self.hooks: List[torch.utils.hooks.RemovableHandle] = []  # first: __del__ reads it
         self._targets = unique_targets(target_modules)
         self.outputs: Dict[Any, Optional[torch.Tensor]] = dict.fromkeys(self._targets, None)
-        self.hooks: List[torch.utils.hooks.RemovableHandle] = []
         try:
             for target in self._targets:
                 module = resolve_target(model, target, "ModuleOutputsHook")
@@ -54,7 +55,14 @@ class ModuleOutputsHook:
             raise
 
     def _make_hook(self, target: Any):
+        # A weak reference: the module keeps the hook alive, and a hook holding this object
+        # strongly would keep it (and its captured outputs) alive too, so __del__ never ran.
+        owner = weakref.ref(self)
+
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            self = owner()
+            if self is None:
+                return
             if self.outputs[target] is None:
                 self.outputs[target] = output
             else:
@@ -103,6 +111,9 @@ class ActivationFetcher:
         self.layers = ModuleOutputsHook(targets, model)
 
     def __call__(self, input_t: Any) -> Dict[Any, Optional[torch.Tensor]]:
+        if not self.layers.hooks and self.layers.targets:
+            raise RuntimeError("ActivationFetcher is single use: its hooks were removed after "
+                               "the first call; create a new ActivationFetcher")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -46,6 +46,10 @@ def _number(value: Any) -> Union[int, float, torch.Tensor]:
 class Loss(ABC):
     """Abstract objective: has a ``target`` and maps activations to a tensor."""
 
+    # numpy defers to our reflected operators (which refuse arrays) instead of broadcasting
+    # the loss into an object array.
+    __array_ufunc__ = None
+
     def __init__(self) -> None:
         self.__name__ = type(self).__name__
 
@@ -114,10 +118,13 @@ def normalize_batch_index(batch_index: BatchIndex, owner: str = "BaseLoss"
     end, so -1 is the last sample); a pair ``(start, end)`` is a Python slice.
     """
     def as_int(value: Any, what: str) -> int:
-        if isinstance(value, bool) or not hasattr(value, "__index__"):
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            return operator.index(value)
+        except TypeError:  # no __index__, or one that refuses (a float 0-dim tensor)
             raise TypeError(f"{owner}: batch_index {what} must be an int, got "
-                            f"{type(value).__name__} ({value!r})")
-        return operator.index(value)
+                            f"{type(value).__name__} ({value!r})") from None
 
     if batch_index is None:
         return (None, None)
@@ -142,7 +149,9 @@ def select_batch(tensor: torch.Tensor, batch_index: Tuple[Optional[int], Optiona
         if bound is not None and not -size <= bound <= size:
             raise IndexError(f"{owner}: batch_index {batch_index} reaches outside a batch of "
                              f"{size}")
-    selected = tensor[start:end]
+    # The whole batch is the tensor itself: a full slice would cost its backward a zero-filled
+    # copy of the whole input.
+    selected = tensor if start is None and end is None else tensor[start:end]
     if selected.shape[0] == 0:
         raise ValueError(f"{owner}: batch_index {batch_index} selects no samples of a batch "
                          f"of {size}")

@@ -12,6 +12,7 @@ Conventions: ``S`` is the target's activation after batch selection, ``B'`` its 
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -37,9 +38,13 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 def _index(value: Any, owner: str, arg: str) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{owner}: {arg} must be an int, got {type(value).__name__} ({value!r})")
-    return operator.index(value)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:  # no __index__, or one that refuses (a float 0-dim tensor)
+        raise TypeError(f"{owner}: {arg} must be an int, got {type(value).__name__} "
+                        f"({value!r})") from None
 
 
 def _check_position(value: int, size: int, owner: str, arg: str, axis: str) -> int:
@@ -83,14 +88,14 @@ def _check_channels(index: Union[int, torch.Tensor], channels: int, batch: int, 
 def _activation(owner: str, targets_to_values: ModuleOutputMapping, target: Any,
                 min_dim: int = 1, dims: Optional[Sequence[int]] = None) -> torch.Tensor:
     """The target's activation, checked to be a floating tensor of an accepted rank."""
+    if not isinstance(targets_to_values, Mapping):
+        raise TypeError(f"{owner}: the activations must be a mapping from targets to tensors, "
+                        f"got {type(targets_to_values).__name__}")
     try:
         value = targets_to_values[target]
     except KeyError:
         raise KeyError(f"{owner}: no activation for target {target!r} in the mapping (keys: "
                        f"{list(targets_to_values)!r})") from None
-    except TypeError:
-        raise TypeError(f"{owner}: the activations must be a mapping from targets to tensors, "
-                        f"got {type(targets_to_values).__name__}") from None
     if value is None:
         raise ValueError(f"{owner}: target {target!r} has no activation (its forward pass did "
                          "not run)")
@@ -440,7 +445,7 @@ class Direction(_Objective):
         _check_vector_channels(self.vec.shape[1], s.shape[1], self.__name__)
         _check_vector_batch(self.vec.shape[0], s.shape[0], self.__name__)
         vec = self.vec.reshape(self.vec.shape[0], -1, 1).to(device=s.device, dtype=s.dtype)
-        out = Fn.dot_cossim(s.flatten(2), vec, self.cossim_pow)
+        out = Fn.dot_cossim(s.reshape(s.shape[0], s.shape[1], -1), vec, self.cossim_pow)
         return out.reshape((s.shape[0],) + tuple(s.shape[2:]))
 
 
@@ -711,6 +716,9 @@ class FacetLoss(BaseLoss):
         if not layer_full.requires_grad:
             raise ValueError(f"{owner}: the activation of layer_target {self.layer_target!r} is "
                              "not in an autograd graph (it must require grad)")
+        if self.facet_weights.shape[1] != layer_full.shape[1]:
+            raise ValueError(f"{owner}: facet_weights has {self.facet_weights.shape[1]} channels "
+                             f"but the layer activation has {layer_full.shape[1]}")
         z = _projection(owner, ultimate, self.vec, F.relu, False)
         (grad,) = torch.autograd.grad(z, layer_full, torch.ones_like(z), retain_graph=True,
                                       allow_unused=True)
@@ -720,9 +728,6 @@ class FacetLoss(BaseLoss):
         layer = select_batch(layer_full, self.batch_index, owner)
         attr = layer * F.relu(select_batch(grad.detach(), self.batch_index, owner))
         weights = self.facet_weights.to(device=layer.device, dtype=layer.dtype)
-        if weights.shape[1] != layer.shape[1]:
-            raise ValueError(f"{owner}: facet_weights has {weights.shape[1]} channels but the "
-                             f"layer activation has {layer.shape[1]}")
         if weights.dim() == 2 and attr.dim() == 4:
             attr = attr.sum((2, 3))
         if self.strength is not None:
