@@ -21,7 +21,6 @@ import importlib
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 
 from .backend import backend_for
 

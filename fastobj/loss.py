@@ -110,6 +110,17 @@ class Loss(ABC):
         return _binary(self, other, operator.pow, reflected=True)
 
 
+def as_index(value: Any, owner: str, arg: str) -> int:
+    """An int argument (anything with ``__index__`` but bool), or a TypeError naming it."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:  # no __index__, or one that refuses (a float 0-dim tensor)
+        raise TypeError(f"{owner}: {arg} must be an int, got {type(value).__name__} "
+                        f"({value!r})") from None
+
+
 def normalize_batch_index(batch_index: BatchIndex, owner: str = "BaseLoss"
                           ) -> Tuple[Optional[int], Optional[int]]:
     """Turn ``batch_index`` into the ``(start, end)`` pair of a slice along dim 0.
@@ -117,23 +128,15 @@ def normalize_batch_index(batch_index: BatchIndex, owner: str = "BaseLoss"
     None selects the whole batch; an int b selects sample b alone (negative counts from the
     end, so -1 is the last sample); a pair ``(start, end)`` is a Python slice.
     """
-    def as_int(value: Any, what: str) -> int:
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            return operator.index(value)
-        except TypeError:  # no __index__, or one that refuses (a float 0-dim tensor)
-            raise TypeError(f"{owner}: batch_index {what} must be an int, got "
-                            f"{type(value).__name__} ({value!r})") from None
-
     if batch_index is None:
         return (None, None)
     if isinstance(batch_index, (list, tuple)):
         if len(batch_index) != 2:
             raise ValueError(f"{owner}: batch_index as a sequence must be a (start, end) pair, "
                              f"got {len(batch_index)} entries: {batch_index!r}")
-        return tuple(None if v is None else as_int(v, "bound") for v in batch_index)
-    b = as_int(batch_index, "")
+        return tuple(None if v is None else as_index(v, owner, "batch_index bound")
+                     for v in batch_index)
+    b = as_index(batch_index, owner, "batch_index")
     return (b, None if b == -1 else b + 1)
 
 
@@ -276,5 +279,6 @@ def default_loss_summarize(loss_value: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["Loss", "BaseLoss", "CompositeLoss", "sum_loss_list", "default_loss_summarize",
-           "listify", "unique_targets", "targets_of", "normalize_batch_index", "select_batch",
+           "listify", "unique_targets", "targets_of", "as_index", "normalize_batch_index",
+           "select_batch",
            "ModuleOutputMapping"]

@@ -11,9 +11,8 @@ Conventions: ``S`` is the target's activation after batch selection, ``B'`` its 
 """
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from . import functional as Fn
 from .distributed import all_reduce_replicated
-from .loss import BaseLoss, BatchIndex, ModuleOutputMapping, select_batch
+from .loss import BaseLoss, BatchIndex, ModuleOutputMapping, as_index, select_batch
 
 ChannelIndex = Union[int, Sequence[int], torch.Tensor]
 
@@ -37,16 +36,6 @@ __all__ = [
 # Argument checks shared by the objectives. Each error names the objective and the argument.
 # --------------------------------------------------------------------------------------------
 
-def _index(value: Any, owner: str, arg: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:  # no __index__, or one that refuses (a float 0-dim tensor)
-        raise TypeError(f"{owner}: {arg} must be an int, got {type(value).__name__} "
-                        f"({value!r})") from None
-
-
 def _check_position(value: int, size: int, owner: str, arg: str, axis: str) -> int:
     """A position along an axis of length ``size``; negative values count from the end."""
     if not -size <= value < size:
@@ -59,16 +48,16 @@ def _channel_index(value: ChannelIndex, owner: str, arg: str = "channel_index"
     """An int, or a 1-D int64 tensor of per-sample channels (from a sequence or tensor)."""
     if isinstance(value, torch.Tensor):
         if value.dim() == 0:
-            return _index(value, owner, arg)
+            return as_index(value, owner, arg)
         if value.dim() != 1 or value.is_floating_point() or value.is_complex() \
                 or value.dtype == torch.bool:
             raise TypeError(f"{owner}: {arg} as a tensor must be 1-D with integer entries, got "
                             f"shape {tuple(value.shape)} and dtype {value.dtype}")
         return value.to(torch.int64)
     if isinstance(value, (list, tuple)):
-        return torch.tensor([_index(v, owner, f"{arg}[{i}]") for i, v in enumerate(value)],
+        return torch.tensor([as_index(v, owner, f"{arg}[{i}]") for i, v in enumerate(value)],
                             dtype=torch.int64)
-    return _index(value, owner, arg)
+    return as_index(value, owner, arg)
 
 
 def _check_channels(index: Union[int, torch.Tensor], channels: int, batch: int, owner: str,
@@ -155,7 +144,7 @@ def _neuron_position(owner: str, acts: torch.Tensor, x: Optional[int], y: Option
 
 
 def _optional_index(value: Any, owner: str, arg: str) -> Optional[int]:
-    return None if value is None else _index(value, owner, arg)
+    return None if value is None else as_index(value, owner, arg)
 
 
 def _sum(t: torch.Tensor) -> torch.Tensor:
