@@ -77,6 +77,32 @@ def _upper_tile_coords(t, nt):
 
 
 @triton.jit
+def _sample_upper_tile(pid, NT, T, BLOCK: tl.constexpr):
+    """(b, tm, tn, rows_m, rows_n) of program pid = b·T + t of a per-(sample, upper tile) grid:
+    sample b, upper tile t at tile row tm, tile column tn (see _upper_tile_coords), and the
+    C indices of its rows and of its columns."""
+    b = pid // T
+    tm, tn = _upper_tile_coords(pid % T, NT)
+    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
+    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
+    return b, tm, tn, rows_m, rows_n
+
+
+@triton.jit
+def _sum_partials(part_ptr, bs, in_b, T, BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Σ_t part[b, t] for the samples bs (in_b: those below B) of a (B, T) float32 partials
+    array, in t order (BLOCK_T columns per step): a (BLOCK_B,) float32 vector."""
+    ts = tl.arange(0, BLOCK_T)
+    total = tl.zeros((BLOCK_B,), dtype=tl.float32)
+    for t0 in range(0, T, BLOCK_T):
+        in_t = (t0 + ts) < T
+        part = tl.load(part_ptr + bs.to(tl.int64)[:, None] * T + (t0 + ts)[None, :],
+                       mask=in_b[:, None] & in_t[None, :], other=0.0)
+        total += tl.sum(part, axis=1)
+    return total
+
+
+@triton.jit
 def _off_diagonal(rows_m, rows_n, BLOCK: tl.constexpr):
     """Tile-shaped mask, true when the tile of rows rows_m, columns rows_n is off the diagonal.
 
@@ -145,10 +171,7 @@ def _gram_sqnorm_partials_kernel(f_ptr, part_ptr, C, P, stride_b, stride_c, stri
     bytes read 2·B·T·BLOCK·P·elt (L2; HBM at least B·C·P·elt), written 4·B·T.
     """
     pid = tl.program_id(0)
-    b = pid // T
-    tm, tn = _upper_tile_coords(pid % T, NT)
-    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
-    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
+    b, tm, tn, rows_m, rows_n = _sample_upper_tile(pid, NT, T, BLOCK)
     g = _gram_tile(tl.zeros((BLOCK, BLOCK), dtype=tl.float32), f_ptr + b.to(tl.int64) * stride_b,
                    rows_m, rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
     weight = tl.where(tm == tn, 1.0, 2.0)
@@ -164,18 +187,11 @@ def _norms_and_sq_kernel(part_ptr, norms_ptr, sq_ptr, B, T, eps,
     Buffers: part (B, T) float32; norms (B,) float32; sq () float32.
     Cost: bytes read 4·B·T, written 4·(B + 1); ~3·B·T FLOPs.
     """
-    ts = tl.arange(0, BLOCK_T)
     sq = tl.zeros((BLOCK_B,), dtype=tl.float32)
     for b0 in range(0, B, BLOCK_B):
         bs = b0 + tl.arange(0, BLOCK_B)
         in_b = bs < B
-        total = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        for t0 in range(0, T, BLOCK_T):
-            in_t = (t0 + ts) < T
-            part = tl.load(part_ptr + bs.to(tl.int64)[:, None] * T + (t0 + ts)[None, :],
-                           mask=in_b[:, None] & in_t[None, :], other=0.0)
-            total += tl.sum(part, axis=1)
-        norm = tl.sqrt_rn(total)
+        norm = tl.sqrt_rn(_sum_partials(part_ptr, bs, in_b, T, BLOCK_B, BLOCK_T))
         tl.store(norms_ptr + bs, norm, mask=in_b)
         ratio = tl.div_rn(norm, tl.maximum(norm, eps))
         sq += tl.where(in_b, ratio * ratio, 0.0)
@@ -262,10 +278,7 @@ def _gram_cotangent_kernel(f_ptr, a_ptr, g_ptr, part_ptr, C, P, stride_b, stride
     L2), written ≈ 2·Bc·C²·(1 + 1/NT) (G's upper triangle, float32).
     """
     pid = tl.program_id(0)
-    b = pid // T
-    tm, tn = _upper_tile_coords(pid % T, NT)
-    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
-    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
+    b, tm, tn, rows_m, rows_n = _sample_upper_tile(pid, NT, T, BLOCK)
     g = _gram_tile(tl.zeros((BLOCK, BLOCK), dtype=tl.float32), f_ptr + b.to(tl.int64) * stride_b,
                    rows_m, rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
     in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
@@ -293,13 +306,7 @@ def _sample_coefficients_kernel(part_ptr, norms_ptr, amax_ptr, grad_sq_ptr, coef
     """
     bs = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = bs < B
-    ts = tl.arange(0, BLOCK_T)
-    dot = tl.zeros((BLOCK_B,), dtype=tl.float32)
-    for t0 in range(0, T, BLOCK_T):
-        in_t = (t0 + ts) < T
-        part = tl.load(part_ptr + bs.to(tl.int64)[:, None] * T + (t0 + ts)[None, :],
-                       mask=in_b[:, None] & in_t[None, :], other=0.0)
-        dot += tl.sum(part, axis=1)
+    dot = _sum_partials(part_ptr, bs, in_b, T, BLOCK_B, BLOCK_T)
     norm = tl.load(norms_ptr + bs, mask=in_b, other=1.0)
     n = tl.maximum(norm, eps)
     grad_sq = tl.load(grad_sq_ptr)
@@ -325,10 +332,7 @@ def _form_w_kernel(g_ptr, a_ptr, coef_ptr, w_ptr, C, NT, T, COEF_STRIDE,
     Cost: bytes read ≈ 2·Bc·C²·(1 + 1/NT) (G) + A from L2, written Bc·C²·elt_w; ≈ 3·Bc·C²/2 FLOPs.
     """
     pid = tl.program_id(0)
-    b = pid // T
-    tm, tn = _upper_tile_coords(pid % T, NT)
-    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
-    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
+    b, tm, tn, rows_m, rows_n = _sample_upper_tile(pid, NT, T, BLOCK)
     in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
     offs = rows_m[:, None] * C + rows_n[None, :]
     base = b.to(tl.int64) * C * C

@@ -84,6 +84,47 @@ def _load_chunk(a_ptr, v_ptr, rc, rp, c_mask, p_mask, sa_c, sa_p, sv_c, sv_p,
 
 
 @triton.jit
+def _position_block(pid, n_pblocks, P, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """(b, p0, rc, rp, p_mask) of program pid = b·n_pblocks + block: sample b, positions
+    p0 + rp (p_mask: those below P) and the channel lanes rc of a chunk."""
+    b = pid // n_pblocks
+    p0 = (pid % n_pblocks) * BLOCK_P
+    rc = tl.arange(0, BLOCK_C)
+    rp = tl.arange(0, BLOCK_P)
+    p_mask = p0 + rp < P
+    return b, p0, rc, rp, p_mask
+
+
+@triton.jit
+def _channel_sums(a_base, v_base, a_step, v_step, rc, rp, p_mask, C, sa_c, sa_p, sv_c, sv_p,
+                  NORM_A: tl.constexpr, NORM_V: tl.constexpr, VEC_PER_POS: tl.constexpr,
+                  BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, WIDE: tl.constexpr):
+    """(Σ_c v·a, Σ_c a², Σ_c v²) over all C channels, walked in BLOCK_C chunks (a_step, v_step:
+    the 64-bit pointer steps of one chunk), accumulated in float32 tiles and reduced at the end.
+    Σa² is only accumulated when NORM_A and Σv² when NORM_V (zero otherwise). Shapes (BLOCK_P,),
+    Σv² (1,) when the direction is shared (not VEC_PER_POS)."""
+    prod_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    na_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    if VEC_PER_POS:
+        nv_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    else:
+        nv_acc = tl.zeros((BLOCK_C, 1), dtype=tl.float32)
+    a_off = tl.zeros((), dtype=tl.int64)
+    v_off = tl.zeros((), dtype=tl.int64)
+    for c0 in range(0, C, BLOCK_C):
+        a, v = _load_chunk(a_base + a_off, v_base + v_off, rc, rp, c0 + rc < C, p_mask,
+                           sa_c, sa_p, sv_c, sv_p, VEC_PER_POS, WIDE)
+        prod_acc += a * v
+        if NORM_A:
+            na_acc += a * a
+        if NORM_V:
+            nv_acc += v * v
+        a_off += a_step
+        v_off += v_step
+    return tl.sum(prod_acc, axis=0), tl.sum(na_acc, axis=0), tl.sum(nv_acc, axis=0)
+
+
+@triton.jit
 def _cosine(prod, na2, nv2, C, eps, ANGLED: tl.constexpr):
     """(dot, cos, norm of a, norm of v) from the channel sums Σv·a, Σa², Σv²."""
     na = tl.sqrt(na2)
@@ -127,38 +168,17 @@ def _dot_cossim_fwd_kernel(acts_ptr, vec_ptr, out_ptr, C, P, n_pblocks,
     Σa² (and for Σv² when per-position) when cossim_pow != 0; O(B·P) for the epilogue.
     """
     pid = tl.program_id(0)
-    b = pid // n_pblocks
-    p0 = (pid % n_pblocks) * BLOCK_P
-    rc = tl.arange(0, BLOCK_C)
-    rp = tl.arange(0, BLOCK_P)
-    p_mask = p0 + rp < P
+    b, p0, rc, rp, p_mask = _position_block(pid, n_pblocks, P, BLOCK_C, BLOCK_P)
     a_base = acts_ptr + (b.to(tl.int64) * sa_b + p0.to(tl.int64) * sa_p)
     v_base = vec_ptr + (b.to(tl.int64) * sv_b + p0.to(tl.int64) * sv_p)
     a_step = tl.cast(sa_c, tl.int64) * BLOCK_C
     v_step = tl.cast(sv_c, tl.int64) * BLOCK_C
 
-    prod_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
-    na_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
-    if VEC_PER_POS:
-        nv_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
-    else:
-        nv_acc = tl.zeros((BLOCK_C, 1), dtype=tl.float32)
-    a_off = tl.zeros((), dtype=tl.int64)
-    v_off = tl.zeros((), dtype=tl.int64)
-    for c0 in range(0, C, BLOCK_C):
-        a, v = _load_chunk(a_base + a_off, v_base + v_off, rc, rp, c0 + rc < C, p_mask,
-                           sa_c, sa_p, sv_c, sv_p, VEC_PER_POS, WIDE)
-        prod_acc += a * v
-        if HAS_POW:
-            na_acc += a * a
-            if not ANGLED:
-                nv_acc += v * v
-        a_off += a_step
-        v_off += v_step
-    prod = tl.sum(prod_acc, axis=0)
+    prod, na2, nv2 = _channel_sums(a_base, v_base, a_step, v_step, rc, rp, p_mask, C,
+                                   sa_c, sa_p, sv_c, sv_p, HAS_POW, HAS_POW and not ANGLED,
+                                   VEC_PER_POS, BLOCK_C, BLOCK_P, WIDE)
     if HAS_POW:
-        dot, cos, _na, _nv = _cosine(prod, tl.sum(na_acc, axis=0), tl.sum(nv_acc, axis=0), C,
-                                     eps, ANGLED)
+        dot, cos, _na, _nv = _cosine(prod, na2, nv2, C, eps, ANGLED)
         out = dot * _clamped_pow(cos, cossim_pow)
     else:
         if ANGLED:
@@ -217,11 +237,7 @@ def _dot_cossim_bwd_kernel(acts_ptr, vec_ptr, grad_ptr, ga_ptr, gv_ptr, C, P, n_
     direction gradient.
     """
     pid = tl.program_id(0)
-    b = pid // n_pblocks
-    p0 = (pid % n_pblocks) * BLOCK_P
-    rc = tl.arange(0, BLOCK_C)
-    rp = tl.arange(0, BLOCK_P)
-    p_mask = p0 + rp < P
+    b, p0, rc, rp, p_mask = _position_block(pid, n_pblocks, P, BLOCK_C, BLOCK_P)
     b64 = b.to(tl.int64)
     p64 = p0.to(tl.int64)
     a_base = acts_ptr + (b64 * sa_b + p64 * sa_p)
@@ -246,25 +262,9 @@ def _dot_cossim_bwd_kernel(acts_ptr, vec_ptr, grad_ptr, ga_ptr, gv_ptr, C, P, n_
         na2 = tl.sum(a * a, axis=0)
         nv2 = tl.sum(v * v, axis=0)
     else:
-        prod_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
-        na_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
-        if VEC_PER_POS:
-            nv_acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
-        else:
-            nv_acc = tl.zeros((BLOCK_C, 1), dtype=tl.float32)
-        a_off = tl.zeros((), dtype=tl.int64)
-        v_off = tl.zeros((), dtype=tl.int64)
-        for c0 in range(0, C, BLOCK_C):
-            a, v = _load_chunk(a_base + a_off, v_base + v_off, rc, rp, c0 + rc < C, p_mask,
-                               sa_c, sa_p, sv_c, sv_p, VEC_PER_POS, WIDE)
-            prod_acc += a * v
-            na_acc += a * a
-            nv_acc += v * v
-            a_off += a_step
-            v_off += v_step
-        prod = tl.sum(prod_acc, axis=0)
-        na2 = tl.sum(na_acc, axis=0)
-        nv2 = tl.sum(nv_acc, axis=0)
+        prod, na2, nv2 = _channel_sums(a_base, v_base, a_step, v_step, rc, rp, p_mask, C,
+                                       sa_c, sa_p, sv_c, sv_p, True, True, VEC_PER_POS,
+                                       BLOCK_C, BLOCK_P, WIDE)
 
     # Per-position coefficients: grad_a = α·v + β·a, grad_v = α·a + β_v·v.
     zero = tl.zeros((BLOCK_P,), dtype=tl.float32)

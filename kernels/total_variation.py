@@ -79,6 +79,22 @@ def _tile_offsets(rn, rl, stride_n, stride_l, WIDE: tl.constexpr):
 
 
 @triton.jit
+def _span_segment(r, end, H, N, L, K, n_tiles_l, rn, rl,
+                  BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    """The segment of a span that starts at tile row r and stays in r's tile: rows [h0, h1)
+    of the tile whose origin is (plane n0, row element l0), the tile's mask and the mask of the
+    elements whose column neighbour (k + K) exists. Shared by the forward and backward."""
+    tile = r // H
+    h0 = r - tile * H
+    h1 = tl.minimum(H, h0 + (end - r))
+    n0 = (tile // n_tiles_l) * BLOCK_N
+    l0 = (tile % n_tiles_l) * BLOCK_L
+    mask = (n0 + rn < N)[:, None] & (l0 + rl < L)[None, :]
+    mask_right = mask & (l0 + rl + K < L)[None, :]
+    return h0, h1, n0, l0, mask, mask_right
+
+
+@triton.jit
 def _tv_forward_kernel(x_ptr, partial_ptr, N, H, L, K, stride_n, stride_h, stride_l,
                        n_tiles_l, total_rows, rows_per_prog,
                        BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, WIDE: tl.constexpr):
@@ -108,13 +124,8 @@ def _tv_forward_kernel(x_ptr, partial_ptr, N, H, L, K, stride_n, stride_h, strid
     r = pid * rows_per_prog
     end = tl.minimum(r + rows_per_prog, total_rows)
     while r < end:  # one iteration per tile the span touches
-        tile = r // H
-        h0 = r - tile * H
-        h1 = tl.minimum(H, h0 + (end - r))
-        n0 = (tile // n_tiles_l) * BLOCK_N
-        l0 = (tile % n_tiles_l) * BLOCK_L
-        mask = (n0 + rn < N)[:, None] & (l0 + rl < L)[None, :]
-        mask_right = mask & (l0 + rl + K < L)[None, :]
+        h0, h1, n0, l0, mask, mask_right = _span_segment(r, end, H, N, L, K, n_tiles_l, rn, rl,
+                                                         BLOCK_N, BLOCK_L)
         base = x_ptr + (n0.to(tl.int64) * stride_n + l0.to(tl.int64) * stride_l)
         # The row above the segment (row 0 itself at the top: that difference is zero).
         prev = tl.load(base + tl.maximum(h0 - 1, 0).to(tl.int64) * step + offsets, mask=mask,
@@ -181,13 +192,8 @@ def _tv_backward_kernel(x_ptr, grad_ptr, out_ptr, N, H, L, K,
     r = pid * rows_per_prog
     end = tl.minimum(r + rows_per_prog, total_rows)
     while r < end:  # one iteration per tile the span touches
-        tile = r // H
-        h0 = r - tile * H
-        h1 = tl.minimum(H, h0 + (end - r))
-        n0 = (tile // n_tiles_l) * BLOCK_N
-        l0 = (tile % n_tiles_l) * BLOCK_L
-        mask = (n0 + rn < N)[:, None] & (l0 + rl < L)[None, :]
-        mask_right = mask & (l0 + rl + K < L)[None, :]
+        h0, h1, n0, l0, mask, mask_right = _span_segment(r, end, H, N, L, K, n_tiles_l, rn, rl,
+                                                         BLOCK_N, BLOCK_L)
         mask_left = mask & (l0 + rl >= K)[None, :]
         x_base = x_ptr + (n0.to(tl.int64) * sx_n + l0.to(tl.int64) * sx_l)
         o_base = out_ptr + (n0.to(tl.int64) * so_n + l0.to(tl.int64) * so_l)

@@ -26,3 +26,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def count_kernel_calls(monkeypatch):
+    """Counts the calls that reach a kernel module's Triton launchers, so a silent fallback
+    cannot pass. Returns ``count(module_name, forward_name, backward_name)``: it imports
+    ``module_name`` (skipping the test when that fails), wraps the two launchers for the rest
+    of the test, and returns the live ``{"forward": n, "backward": n}`` dict of their calls."""
+    def count(module_name, forward_name, backward_name):
+        module = pytest.importorskip(module_name)
+        calls = {"forward": 0, "backward": 0}
+
+        def counted(key, launcher):
+            def wrapper(*args, **kwargs):
+                calls[key] += 1
+                return launcher(*args, **kwargs)
+            return wrapper
+
+        for key, name in (("forward", forward_name), ("backward", backward_name)):
+            monkeypatch.setattr(module, name, counted(key, getattr(module, name)))
+        return calls
+
+    return count

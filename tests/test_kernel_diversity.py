@@ -260,22 +260,25 @@ def test_diversity_sums_backward_through_functional(small_tiles):
 def test_torch_compile_fullgraph():
     """The custom op is opaque to Dynamo: the graph holds it whole, and it runs the kernels.
     aot_eager keeps this quick; the inductor variant is marked slow."""
-    _check_compiled(torch.compile(fn.diversity, fullgraph=True, backend="aot_eager"))
+    _check_compiled(torch.compile(fn.diversity, fullgraph=True, backend="aot_eager"),
+                    torch.randn(3, 19, 37, requires_grad=True))
 
 
 @pytest.mark.slow
 def test_torch_compile_fullgraph_inductor():
-    _check_compiled(torch.compile(fn.diversity, fullgraph=True))
+    _check_compiled(torch.compile(fn.diversity, fullgraph=True),
+                    torch.randn(3, 19, 37, requires_grad=True))
 
 
-def _check_compiled(compiled):
-    feats = torch.randn(3, 19, 37, requires_grad=True)
+def _check_compiled(compiled, feats, scale=2.5):
+    """Value and gradient of scale * compiled(feats) (Triton backend) against the float64
+    reference, to float32 tolerance."""
     with use_backend("triton"):
         value = compiled(feats)
-        (2.5 * value).backward()
+        (scale * value).backward()
     f64 = feats.detach().to(torch.float64).requires_grad_()
     expected = fn.diversity_ref(f64)
-    (2.5 * expected).backward()
+    (scale * expected).backward()
     assert_close(value.detach(), expected.detach(), TOL[torch.float32], "value")
     assert_close(feats.grad, f64.grad, TOL[torch.float32], "grad")
 
@@ -322,12 +325,4 @@ class TestOnGPU:
 
     def test_functional_and_compile(self):
         feats = torch.randn(6, 130, 49, device="cuda", requires_grad=True)
-        compiled = torch.compile(fn.diversity, fullgraph=True)
-        with use_backend("triton"):
-            value = compiled(feats)
-            (1.7 * value).backward()
-        f64 = feats.detach().to(torch.float64).requires_grad_()
-        expected = fn.diversity_ref(f64)
-        (1.7 * expected).backward()
-        assert_close(value.detach(), expected.detach(), 1e-5, "value")
-        assert_close(feats.grad, f64.grad, 1e-5, "grad")
+        _check_compiled(torch.compile(fn.diversity, fullgraph=True), feats, scale=1.7)

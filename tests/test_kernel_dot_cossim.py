@@ -27,23 +27,10 @@ B, C, P = 3, 37, 29  # odd sizes, not powers of two
 
 
 @pytest.fixture
-def kernel_calls(monkeypatch):
-    """Counts the calls that reach the Triton launchers, so a silent fallback cannot pass."""
-    module = pytest.importorskip("fastobj.kernels.dot_cossim")
-    calls = {"forward": 0, "backward": 0}
-    forward, backward = module.dot_cossim_forward, module.dot_cossim_backward
-
-    def counted_forward(*args):
-        calls["forward"] += 1
-        return forward(*args)
-
-    def counted_backward(*args):
-        calls["backward"] += 1
-        return backward(*args)
-
-    monkeypatch.setattr(module, "dot_cossim_forward", counted_forward)
-    monkeypatch.setattr(module, "dot_cossim_backward", counted_backward)
-    return calls
+def kernel_calls(count_kernel_calls):
+    """Calls that reach the Triton launchers (see conftest.count_kernel_calls)."""
+    return count_kernel_calls("fastobj.kernels.dot_cossim", "dot_cossim_forward",
+                              "dot_cossim_backward")
 
 
 def _assert_close(actual, expected, tol):

@@ -23,23 +23,10 @@ TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 
 @pytest.fixture
-def kernel_calls(monkeypatch):
-    """Counts the calls that reach the Triton launchers, so a silent fallback cannot pass."""
-    module = pytest.importorskip("fastobj.kernels.total_variation")
-    calls = {"forward": 0, "backward": 0}
-    forward, backward = module.total_variation_forward, module.total_variation_backward
-
-    def counted_forward(*args):
-        calls["forward"] += 1
-        return forward(*args)
-
-    def counted_backward(*args):
-        calls["backward"] += 1
-        return backward(*args)
-
-    monkeypatch.setattr(module, "total_variation_forward", counted_forward)
-    monkeypatch.setattr(module, "total_variation_backward", counted_backward)
-    return calls
+def kernel_calls(count_kernel_calls):
+    """Calls that reach the Triton launchers (see conftest.count_kernel_calls)."""
+    return count_kernel_calls("fastobj.kernels.total_variation", "total_variation_forward",
+                              "total_variation_backward")
 
 
 def _triton_value_and_grad(x: torch.Tensor, g: torch.Tensor):
