@@ -26,19 +26,22 @@ backward (over chunks of the batch, so the scratch stays under MAX_SCRATCH_BYTES
   1. ``_gram_cotangent_kernel``         one program per (sample, upper tile): G tile to scratch,
                                         <A, tile> partials.
   2. ``_sample_coefficients_kernel``    per-sample κ_i and the scales of W_i.
-  3. ``_form_w_kernel``                 W_i (scaled) from G_i and A, written as a full C x C
-                                        matrix in the operand dtype.
+  3. ``_form_w_kernel``                 W_i (scaled) from G_i and A, in float32, written over
+                                        G_i in the scratch as a full C x C matrix.
   4. ``_apply_w_kernel``                grad F_i = W_i F_i, one program per (sample, row block,
-                                        column block).
+                                        column block); W tiles rounded to the operand dtype as
+                                        they are loaded.
 
 Numerics: every product runs in tl.dot with float32 accumulation; 16-bit inputs are read as they
 are. float32 dots follow torch.get_float32_matmul_precision() ("highest" -> IEEE, else tf32). W_i
 is formed in float32 (so A - κ_i g_i cancels without 16-bit rounding), divided by a per-sample
-σ_i >= max|W_i n_i| so that it fits float16's range, then rounded to the operand dtype; the
-scale σ_i / n_i is applied to the float32 accumulator. No atomics: every sum has a fixed order,
-so two calls give bitwise-equal results. No host synchronisation: all per-sample scalars stay on
-the device. Memory: forward O(B·T + SPLITS·C²); backward O(chunk·C²) with chunk·C²·(4 + w)
-<= MAX_SCRATCH_BYTES (w = 0 for float32, whose W overwrites G in place; 2 for 16-bit inputs).
+σ_i >= max|W_i n_i| so that it fits float16's range, and stored in float32; for 16-bit inputs
+the apply pass rounds each W tile to the operand dtype as it loads it, so its dot runs on 16-bit
+operands (tensor cores), and the scale σ_i / n_i is applied to the float32 accumulator. No
+atomics: every sum has a fixed order, so two calls give bitwise-equal results. No host
+synchronisation: all per-sample scalars stay on the device. Memory: forward O(B·T + SPLITS·C²);
+backward O(chunk·C²): one float32 (chunk, C, C) scratch for every input dtype, holding G_i and
+then W_i in place, with 4·chunk·C² <= MAX_SCRATCH_BYTES (see backward_chunk).
 """
 from __future__ import annotations
 
@@ -50,8 +53,9 @@ import triton.language as tl
 
 from ..functional import GRAM_NORM_EPS
 
-# Scratch budget of the backward (G_i and W_i of a chunk of samples). 1 GiB holds the whole of a
-# B=1024, C=512 float32 batch; larger batches run in chunks of the batch.
+# Scratch budget of the backward: one float32 (chunk, C, C) buffer, G_i of a chunk of samples
+# and then W_i in place (4·C² bytes per sample, whatever the input dtype). 1 GiB holds the whole
+# of a B=1024, C=512 batch; larger batches run in chunks of the batch.
 MAX_SCRATCH_BYTES = 1 << 30
 # The forward's batch split aims at this many programs for pass 3 (two waves of a 132-SM H100/
 # H200). It depends on shapes only, so results do not depend on the device's SM count.
@@ -318,18 +322,18 @@ def _sample_coefficients_kernel(part_ptr, norms_ptr, amax_ptr, grad_sq_ptr, coef
 
 
 @triton.jit
-def _form_w_kernel(g_ptr, a_ptr, coef_ptr, w_ptr, C, NT, T, COEF_STRIDE,
-                   BLOCK: tl.constexpr):
-    """Backward pass 3: the scaled W_b = coef[0, b]·A - coef[1, b]·G_b, in the operand dtype.
+def _form_w_kernel(g_ptr, a_ptr, coef_ptr, C, NT, T, COEF_STRIDE, BLOCK: tl.constexpr):
+    """Backward pass 3: the scaled W_b = coef[0, b]·A - coef[1, b]·G_b, in float32, over G_b.
 
     Grid (Bc·T,): program b·T + t reads upper tile t of G_b (as written by pass 1) and of A,
-    forms the tile in float32, rounds it to w's dtype and stores it and its mirror, so w[b] is
-    the full symmetric C x C matrix. w may be g itself (float32): a program reads its tile before
-    writing it, and the mirrored lower tiles of g are never read.
+    forms the tile in float32 and stores it and its mirror into g[b], which then holds the full
+    symmetric C x C matrix W_b, for every input dtype (the apply pass rounds W to 16 bits as it
+    loads it). In place is safe: a program reads its tile before writing it, the upper tiles
+    are disjoint, and the mirrored lower tiles of g are never read.
 
-    Buffers: g (Bc, C, C) float32 (upper tiles valid); a (C, C) float32; coef (3, COEF_STRIDE)
-    float32; w (Bc, C, C) float32/float16/bfloat16, contiguous.
-    Cost: bytes read ≈ 2·Bc·C²·(1 + 1/NT) (G) + A from L2, written Bc·C²·elt_w; ≈ 3·Bc·C²/2 FLOPs.
+    Buffers: g (Bc, C, C) float32 contiguous (in: upper tiles of G valid; out: W); a (C, C)
+    float32; coef (3, COEF_STRIDE) float32.
+    Cost: bytes read ≈ 2·Bc·C²·(1 + 1/NT) (G) + A from L2, written 4·Bc·C²; ≈ 3·Bc·C²/2 FLOPs.
     """
     pid = tl.program_id(0)
     b, tm, tn, rows_m, rows_n = _sample_upper_tile(pid, NT, T, BLOCK)
@@ -338,10 +342,9 @@ def _form_w_kernel(g_ptr, a_ptr, coef_ptr, w_ptr, C, NT, T, COEF_STRIDE,
     base = b.to(tl.int64) * C * C
     g = tl.load(g_ptr + base + offs, mask=in_tile, other=0.0)
     a = tl.load(a_ptr + offs, mask=in_tile, other=0.0)
-    w = (tl.load(coef_ptr + b) * a - tl.load(coef_ptr + COEF_STRIDE + b) * g)
-    w = w.to(w_ptr.dtype.element_ty)
-    tl.store(w_ptr + base + offs, w, mask=in_tile)
-    tl.store(w_ptr + base + rows_n[None, :] * C + rows_m[:, None], w,
+    w = tl.load(coef_ptr + b) * a - tl.load(coef_ptr + COEF_STRIDE + b) * g
+    tl.store(g_ptr + base + offs, w, mask=in_tile)
+    tl.store(g_ptr + base + rows_n[None, :] * C + rows_m[:, None], w,
              mask=in_tile & _off_diagonal(rows_m, rows_n, BLOCK))
 
 
@@ -353,11 +356,13 @@ def _apply_w_kernel(w_ptr, f_ptr, coef_ptr, out_ptr, C, P, stride_b, stride_c, s
 
     Grid (Bc·NM·NP,), NM = cdiv(C, BLOCK_M), NP = cdiv(P, BLOCK_N): program (b, m, p), p
     fastest, so programs sharing a row block of w_b and F_b run side by side (L2 reuse).
+    Each W tile is loaded in float32 and converted to F's dtype before tl.dot, so 16-bit inputs
+    multiply 16-bit operands (the rounding of W the 16-bit dot needs) with float32 accumulation.
 
-    Buffers: w (Bc, C, C) contiguous, F's dtype (float32 for float32 F); f (Bc, C, P) any
-    strides; coef (3, COEF_STRIDE) float32; out (Bc, C, P) contiguous, F's dtype.
-    Cost: FLOPs 2·Bc·C²·P; bytes read Bc·C²·elt_w·NP + Bc·C·P·elt·NM (L2; HBM at least
-    Bc·C²·elt_w + Bc·C·P·elt), written Bc·C·P·elt.
+    Buffers: w (Bc, C, C) float32 contiguous (the scratch of pass 3); f (Bc, C, P) any strides;
+    coef (3, COEF_STRIDE) float32; out (Bc, C, P) contiguous, F's dtype.
+    Cost: FLOPs 2·Bc·C²·P; bytes read 4·Bc·C²·NP + Bc·C·P·elt·NM (L2; HBM at least
+    4·Bc·C² + Bc·C·P·elt), written Bc·C·P·elt.
     """
     pid = tl.program_id(0)
     b = pid // (NM * NP)
@@ -373,6 +378,7 @@ def _apply_w_kernel(w_ptr, f_ptr, coef_ptr, out_ptr, C, P, stride_b, stride_c, s
     for k in range(0, C, BLOCK_K):
         in_k = (k + ks) < C
         w = tl.load(w_base + (k + ks)[None, :], mask=in_rows & in_k[None, :], other=0.0)
+        w = w.to(f_ptr.dtype.element_ty)  # float32 scratch -> operand dtype (no-op for float32)
         f = tl.load(f_base + (k + ks).to(tl.int64)[:, None] * stride_c,
                     mask=in_k[:, None] & in_cols, other=0.0)
         acc = _dot(w, f, acc, PRECISION)
@@ -420,11 +426,17 @@ def gram_config(C: int, P: int, dtype: torch.dtype, strides=None) -> dict:
                 num_warps=8 if block >= 128 else 4, num_stages=3)
 
 
-def apply_config(C: int, P: int, dtype: torch.dtype) -> dict:
-    """Tile sizes of the W F product: BLOCK_M rows of C, BLOCK_N columns of P, BLOCK_K of C."""
+def apply_config(C: int, P: int) -> dict:
+    """Tile sizes of the W F product: BLOCK_M rows of C, BLOCK_N columns of P, BLOCK_K of C.
+
+    The same for every feats dtype: the W scratch is float32, so BLOCK_K is the float32 K tile
+    (128 bytes of each W row per step) for 16-bit inputs too. With bfloat16 F at C=512 on
+    sm_90, BLOCK_K = 64 would take 112 KiB of shared memory and 136 registers (one 256-thread
+    program per SM instead of two); 32 takes 56 KiB and 116 registers.
+    """
     block_m = _pow2_clamp(C, 16, MAX_BLOCK)
     block_n = _pow2_clamp(P, 16, MAX_BLOCK)
-    block_k = _pow2_clamp(C, 16, min(MAX_BLOCK, _k_block(dtype)))
+    block_k = _pow2_clamp(C, 16, min(MAX_BLOCK, _k_block(torch.float32)))
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                 num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=3)
 
@@ -440,9 +452,10 @@ def _batch_splits(B: int, tiles: int) -> Tuple[int, int]:
     return per, triton.cdiv(B, per)
 
 
-def backward_chunk(B: int, C: int, dtype: torch.dtype) -> int:
-    """Samples per backward chunk: G (float32) and, for 16-bit inputs, W fit MAX_SCRATCH_BYTES."""
-    per_sample = C * C * (4 + (0 if dtype == torch.float32 else torch.finfo(dtype).bits // 8))
+def backward_chunk(B: int, C: int) -> int:
+    """Samples per backward chunk (at least one): the chunk's float32 scratch, 4·C² bytes per
+    sample (G_i, then W_i in place, for every input dtype), fits MAX_SCRATCH_BYTES."""
+    per_sample = 4 * C * C
     return max(1, min(B, MAX_SCRATCH_BYTES // max(per_sample, 1)))
 
 
@@ -501,7 +514,8 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: to
     feats (B, C, P) any strides; norms (B,) as returned by the forward; grad_S (C, C), any
     (not necessarily symmetric); grad_sq 0-dim. Returns a contiguous (B, C, P) tensor in
     feats' dtype. Cost: one symmetric Gram pass and one W·F product,
-    ≈ B·C²·P·(3 + 1/nt) FLOPs; scratch min(B, chunk)·C²·(4 + w) bytes (see backward_chunk).
+    ≈ B·C²·P·(3 + 1/nt) FLOPs; scratch: one float32 (min(B, chunk), C, C) buffer, G then W in
+    place (see backward_chunk).
     """
     _check_feats(feats)
     B, C, P = feats.shape
@@ -519,13 +533,13 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: to
     cfg = gram_config(C, P, feats.dtype, feats.stride())
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     nt, tiles = _tile_counts(C, cfg["BLOCK"])
-    acfg = apply_config(C, P, feats.dtype)
+    acfg = apply_config(C, P)
     nm, npb = triton.cdiv(C, acfg["BLOCK_M"]), triton.cdiv(P, acfg["BLOCK_N"])
 
-    chunk = backward_chunk(B, C, feats.dtype)
+    chunk = backward_chunk(B, C)
+    # The only (chunk, C, C) buffer: G, then W in place (float32 for every dtype; the apply
+    # kernel rounds W tiles to feats' dtype as it loads them).
     g_buf = torch.empty((chunk, C, C), **f32)
-    # float32: W overwrites G in place (see _form_w_kernel); 16-bit: W in the operand dtype.
-    w_buf = g_buf if feats.dtype == torch.float32 else torch.empty_like(g_buf, dtype=feats.dtype)
     part = torch.empty((chunk, tiles), **f32)
     coef = torch.empty((3, chunk), **f32)
     for b0 in range(0, B, chunk):
@@ -537,10 +551,10 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: to
         _sample_coefficients_kernel[(triton.cdiv(n, 256),)](
             part, norms[b0:b0 + n], a_max, grad_sq, coef, n, tiles, chunk, GRAM_NORM_EPS,
             _SIGMA_FLOOR, BLOCK_B=256, BLOCK_T=_pow2_clamp(tiles, 1, 32))
-        _form_w_kernel[(n * tiles,)](g_buf, a_sym, coef, w_buf, C, nt, tiles, chunk,
+        _form_w_kernel[(n * tiles,)](g_buf, a_sym, coef, C, nt, tiles, chunk,
                                      BLOCK=cfg["BLOCK"], num_warps=cfg["num_warps"])
         _apply_w_kernel[(n * nm * npb,)](
-            w_buf, f, coef, grad[b0:b0 + n], C, P, *f.stride(), nm, npb, chunk,
+            g_buf, f, coef, grad[b0:b0 + n], C, P, *f.stride(), nm, npb, chunk,
             BLOCK_M=acfg["BLOCK_M"], BLOCK_N=acfg["BLOCK_N"], BLOCK_K=acfg["BLOCK_K"],
             PRECISION=precision, num_warps=acfg["num_warps"], num_stages=acfg["num_stages"])
     return grad
@@ -586,7 +600,7 @@ def _aot_specs(C: int = 512, P: int = 784):
 
     for dtype, elt in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
         g = gram_config(C, P, dtype)
-        a = apply_config(C, P, dtype)
+        a = apply_config(C, P)
         opts = dict(num_warps=g["num_warps"], num_stages=g["num_stages"])
         gram = dict(BLOCK=g["BLOCK"], BLOCK_K=g["BLOCK_K"], PRECISION="tf32")
         spec(_gram_sqnorm_partials_kernel, dict(f_ptr="*" + elt, part_ptr="*fp32"), gram, opts)
@@ -594,11 +608,11 @@ def _aot_specs(C: int = 512, P: int = 784):
              dict(f_ptr="*" + elt, norms_ptr="*fp32", spart_ptr="*fp32"), gram, opts)
         spec(_gram_cotangent_kernel,
              dict(f_ptr="*" + elt, a_ptr="*fp32", g_ptr="*fp32", part_ptr="*fp32"), gram, opts)
-        spec(_form_w_kernel,
-             dict(g_ptr="*fp32", a_ptr="*fp32", coef_ptr="*fp32", w_ptr="*" + elt),
-             dict(BLOCK=g["BLOCK"]), dict(num_warps=g["num_warps"]))
+        if dtype == torch.float32:  # no feats operand: one spec covers every dtype
+            spec(_form_w_kernel, dict(g_ptr="*fp32", a_ptr="*fp32", coef_ptr="*fp32"),
+                 dict(BLOCK=g["BLOCK"]), dict(num_warps=g["num_warps"]))
         spec(_apply_w_kernel,
-             dict(w_ptr="*" + elt, f_ptr="*" + elt, coef_ptr="*fp32", out_ptr="*" + elt),
+             dict(w_ptr="*fp32", f_ptr="*" + elt, coef_ptr="*fp32", out_ptr="*" + elt),
              dict(BLOCK_M=a["BLOCK_M"], BLOCK_N=a["BLOCK_N"], BLOCK_K=a["BLOCK_K"],
                   PRECISION="tf32"),
              dict(num_warps=a["num_warps"], num_stages=a["num_stages"]))

@@ -48,6 +48,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import tile_offsets
+
 _TILE = 2048  # elements per chunk of the looping kernels (8 per thread with 8 warps)
 _RESIDENT_TILE = 8192  # the most elements a backward program keeps in registers
 _NUM_WARPS = 8
@@ -56,24 +58,14 @@ _INT32_LIMIT = 2**31
 
 
 @triton.jit
-def _offsets2d(rc, rp, stride_c, stride_p, WIDE: tl.constexpr):
-    """In-tile element offsets rc*stride_c + rp*stride_p, int64 only when WIDE."""
-    if WIDE:
-        offsets = rc.to(tl.int64)[:, None] * stride_c + rp.to(tl.int64)[None, :] * stride_p
-    else:
-        offsets = rc[:, None] * stride_c + rp[None, :] * stride_p
-    return offsets
-
-
-@triton.jit
 def _load_chunk(a_ptr, v_ptr, rc, rp, c_mask, p_mask, sa_c, sa_p, sv_c, sv_p,
                 VEC_PER_POS: tl.constexpr, WIDE: tl.constexpr):
     """One channel chunk: acts (BLOCK_C, BLOCK_P) and vec (BLOCK_C, BLOCK_P) or (BLOCK_C, 1),
     both float32, zero outside the masks. a_ptr/v_ptr already point at the chunk's origin."""
     mask = c_mask[:, None] & p_mask[None, :]
-    a = tl.load(a_ptr + _offsets2d(rc, rp, sa_c, sa_p, WIDE), mask=mask, other=0.0)
+    a = tl.load(a_ptr + tile_offsets(rc, rp, sa_c, sa_p, WIDE), mask=mask, other=0.0)
     if VEC_PER_POS:
-        v = tl.load(v_ptr + _offsets2d(rc, rp, sv_c, sv_p, WIDE), mask=mask, other=0.0)
+        v = tl.load(v_ptr + tile_offsets(rc, rp, sv_c, sv_p, WIDE), mask=mask, other=0.0)
     else:
         if WIDE:
             v_offsets = rc.to(tl.int64) * sv_c
@@ -196,11 +188,11 @@ def _emit_chunk(a, v, alpha, beta, beta_v, ga_ptr, gv_ptr, rc, rp, c_mask, p_mas
     per position (VEC_GRAD 1) or summed over this program's positions (VEC_GRAD 2)."""
     mask = c_mask[:, None] & p_mask[None, :]
     grad_a = alpha[None, :] * v + beta[None, :] * a
-    tl.store(ga_ptr + _offsets2d(rc, rp, sga_c, sga_p, WIDE),
+    tl.store(ga_ptr + tile_offsets(rc, rp, sga_c, sga_p, WIDE),
              grad_a.to(ga_ptr.dtype.element_ty), mask=mask)
     if VEC_GRAD == 1:
         grad_v = alpha[None, :] * a + beta_v[None, :] * v
-        tl.store(gv_ptr + _offsets2d(rc, rp, sgv_c, sgv_p, WIDE),
+        tl.store(gv_ptr + tile_offsets(rc, rp, sgv_c, sgv_p, WIDE),
                  grad_v.to(gv_ptr.dtype.element_ty), mask=mask)
     if VEC_GRAD == 2:
         grad_v = tl.sum(alpha[None, :] * a + beta_v[None, :] * v, axis=1)

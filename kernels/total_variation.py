@@ -52,6 +52,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import tile_offsets
+
 _TILE = 2048  # elements per (plane, row-element) tile: 8 KiB per row step in float32
 _SUM_BLOCK = 1024
 _MIN_ROWS = 16  # shortest span of rows per program (bounds the halo re-reads to 1/16)
@@ -66,16 +68,6 @@ _INT32_LIMIT = 2**31
 @triton.jit
 def _sign(d):
     return (d > 0).to(tl.float32) - (d < 0).to(tl.float32)
-
-
-@triton.jit
-def _tile_offsets(rn, rl, stride_n, stride_l, WIDE: tl.constexpr):
-    """In-tile element offsets rn*stride_n + rl*stride_l, int64 only when WIDE."""
-    if WIDE:
-        offsets = rn.to(tl.int64)[:, None] * stride_n + rl.to(tl.int64)[None, :] * stride_l
-    else:
-        offsets = rn[:, None] * stride_n + rl[None, :] * stride_l
-    return offsets
 
 
 @triton.jit
@@ -116,7 +108,7 @@ def _tv_forward_kernel(x_ptr, partial_ptr, N, H, L, K, stride_n, stride_h, strid
     pid = tl.program_id(0)
     rn = tl.arange(0, BLOCK_N)
     rl = tl.arange(0, BLOCK_L)
-    offsets = _tile_offsets(rn, rl, stride_n, stride_l, WIDE)
+    offsets = tile_offsets(rn, rl, stride_n, stride_l, WIDE)
     right_offsets = offsets + K * stride_l
     step = tl.cast(stride_h, tl.int64)
     acc = tl.zeros((BLOCK_N, BLOCK_L), dtype=tl.float32)
@@ -179,11 +171,11 @@ def _tv_backward_kernel(x_ptr, grad_ptr, out_ptr, N, H, L, K,
     pid = tl.program_id(0)
     rn = tl.arange(0, BLOCK_N)
     rl = tl.arange(0, BLOCK_L)
-    x_offsets = _tile_offsets(rn, rl, sx_n, sx_l, WIDE)
+    x_offsets = tile_offsets(rn, rl, sx_n, sx_l, WIDE)
     if SAME_LAYOUT:  # out has x's strides (the usual case): one offset tile fewer in registers
         o_offsets = x_offsets
     else:
-        o_offsets = _tile_offsets(rn, rl, so_n, so_l, WIDE)
+        o_offsets = tile_offsets(rn, rl, so_n, so_l, WIDE)
     shift = K * sx_l
     x_step = tl.cast(sx_h, tl.int64)
     o_step = tl.cast(so_h, tl.int64)

@@ -126,16 +126,58 @@ def test_single_split_mixed_scales(small_tiles, monkeypatch):
     assert kd._batch_splits(4, 3) == (4, 1)
 
 
-def test_backward_in_chunks_is_bitwise_equal(small_tiles, monkeypatch):
-    feats = torch.randn(3, 20, 20)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_backward_in_chunks_is_bitwise_equal(dtype, small_tiles, monkeypatch):
+    feats = torch.randn(3, 20, 20).to(dtype)
     norms = reference_sums(feats)[2].to(torch.float32)
     grad_S, grad_sq = cotangents(20, feats.device)
     whole = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq)
-    # Scratch for two samples at a time: chunks of 2 and 1.
+    # Scratch for two samples at a time (4·C² bytes each, whatever the dtype): chunks of 2, 1.
     monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", 2 * 20 * 20 * 4)
-    assert kd.backward_chunk(3, 20, torch.float32) == 2
+    assert kd.backward_chunk(3, 20) == 2
     chunked = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq)
     assert torch.equal(whole, chunked)
+
+
+class _AllocationSpy:
+    """Stands in for a module's ``torch``: forwards every attribute, and records the tensors
+    that its factory functions return."""
+    FACTORIES = ("empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones",
+                 "ones_like", "full", "full_like")
+
+    def __init__(self, module):
+        self._module = module
+        self.tensors = []
+
+    def __getattr__(self, name):
+        attr = getattr(self._module, name)
+        if name not in self.FACTORIES:
+            return attr
+
+        def factory(*args, **kwargs):
+            tensor = attr(*args, **kwargs)
+            self.tensors.append(tensor)
+            return tensor
+        return factory
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("max_samples", [None, 2])
+def test_backward_allocates_one_float32_scratch(dtype, max_samples, small_tiles, monkeypatch):
+    """At most one B x C x C buffer: the backward's float32 (chunk, C, C) scratch, which holds
+    G and then W in place for 16-bit inputs as for float32. P < C, so the (B, C, P) gradient is
+    smaller than one sample's scratch times B; max_samples lowers the cap to chunks of 2."""
+    B, C, P = 3, 20, 12
+    if max_samples is not None:
+        monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", max_samples * C * C * 4)
+    chunk = kd.backward_chunk(B, C)
+    assert chunk == (B if max_samples is None else max_samples)
+    spy = _AllocationSpy(torch)
+    monkeypatch.setattr(kd, "torch", spy)
+    check_backward(torch.randn(B, C, P).to(dtype), TOL[dtype])
+    assert spy.tensors, "the spy saw no allocation"
+    large = [(tuple(t.shape), t.dtype) for t in spy.tensors if t.numel() >= chunk * C * C]
+    assert large == [((chunk, C, C), torch.float32)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
