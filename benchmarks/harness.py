@@ -104,10 +104,12 @@ class Unavailable(Exception):
 # Cost models: the one place where each op's FLOPs and bytes are defined.
 # ============================================================================================
 
-DIVERSITY_FWDBWD_FLOP_FACTOR = 3
-"""fwd+bwd FLOPs of Diversity as a multiple of the forward's 2·B·C²·P: the forward's Grams,
-then in the backward the Grams again (recomputed, not stored) and the gradient product
-2·(∂D/∂G_i)·F_i. Gram symmetry (half of each Gram suffices) is not credited."""
+DIVERSITY_FWDBWD_FLOP_FACTOR = 2
+"""fwd+bwd FLOPs of Diversity as a multiple of the forward's 2·B·C²·P: the useful work is the
+forward's Grams plus the gradient product (Ḡ_i + Ḡ_iᵀ)·F_i, another 2·B·C²·P. Work an
+implementation adds (recomputing the Grams in the backward, as the Triton kernel does to keep
+memory at one scratch buffer) is not credited, nor is work saved by Gram symmetry, so the
+reported rate is useful FLOPs per second."""
 
 
 @dataclasses.dataclass(frozen=True)
