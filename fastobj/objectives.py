@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import functional as Fn
-from .distributed import all_reduce_replicated
+from .distributed import alignment_distributed, all_reduce_replicated
 from .loss import BaseLoss, BatchIndex, ModuleOutputMapping, as_index, select_batch
 
 ChannelIndex = Union[int, Sequence[int], torch.Tensor]
@@ -404,7 +404,6 @@ class Alignment(_Objective):
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
         s = self._selected(targets_to_values)
         if self.process_group is not None:
-            from .distributed import alignment_distributed
             return alignment_distributed(s, self.decay_ratio, self.process_group)
         return Fn.alignment_ref(s, self.decay_ratio)
 
