@@ -5,10 +5,10 @@ warmed-up runner ``fastobj bench`` uses (:func:`fastobj.benchmarks.harness.prepa
 the result per op, mode, shape and dtype (``benchmark.group``) so the providers sit side by
 side, and records the backend, device, compile time and cost model in ``extra_info``.
 """
-import os
-
 import pytest
 import torch
+
+from fastobj.backend import interpreter_enabled
 
 from . import harness
 
@@ -18,7 +18,7 @@ SLOW_CALL_S = 0.5  # calls slower than this get 2 rounds of 1 iteration instead 
 @pytest.fixture(scope="session")
 def bench_device() -> torch.device:
     device = harness.best_device()
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if device.type == "cpu" and interpreter_enabled():
         pytest.skip("TRITON_INTERPRET is set: the fastobj provider would time Triton's "
                     "interpreter, not the library; unset it to benchmark")
     return device
@@ -33,7 +33,7 @@ def bench_op(benchmark, bench_device):
         except harness.Unavailable as exc:
             pytest.skip(str(exc))
         cost = harness.cost_model(op, dims, harness.DTYPES[dtype], mode)
-        shape = "x".join(map(str, dims))
+        shape = harness._shape_str(dims)
         benchmark.group = f"{op} {mode} {shape} {dtype}"
         benchmark.name = provider
         benchmark.extra_info.update({

@@ -136,26 +136,27 @@ def cost_model(op: str, dims: Dims, dtype: torch.dtype, mode: str) -> Cost:
     size = torch.empty((), dtype=dtype).element_size()
     n = math.prod(dims)
     bwd = mode == "fwd+bwd"
+    twice = 2 if bwd else 1  # fwd+bwd: the backward repeats the per-element work and traffic
     if op == "diversity":
         b, c = dims[0], dims[1]
         p = math.prod(dims[2:])
         flops = 2.0 * b * c * c * p
-        return Cost(flops * (DIVERSITY_FWDBWD_FLOP_FACTOR if bwd else 1),
-                    n * size * (2 if bwd else 1), "compute")
+        return Cost(flops * (DIVERSITY_FWDBWD_FLOP_FACTOR if bwd else 1), n * size * twice,
+                    "compute")
     if op == "total_variation":
-        return Cost(6.0 * n * (2 if bwd else 1), n * size * (2 if bwd else 1), "memory")
+        return Cost(6.0 * n * twice, n * size * twice, "memory")
     if op in ("direction", "direction_per_sample"):
         b, c = dims[0], dims[1]
         p = math.prod(dims[2:])
         vec = (b if op == "direction_per_sample" else 1) * c
         moved = (n + vec + b * p) * size + ((b * p + n) * size if bwd else 0)
-        return Cost(6.0 * n * (2 if bwd else 1), moved, "memory")
+        return Cost(6.0 * n * twice, moved, "memory")
     if op == "alignment":
-        return Cost(3.0 * 4 * n * (2 if bwd else 1), n * size * (2 if bwd else 1), "memory")
+        return Cost(3.0 * 4 * n * twice, n * size * twice, "memory")
     if op == "activation_interpolation":  # one channel of each target is read
         selected = n // dims[1]
-        return Cost(4.0 * selected * (2 if bwd else 1),
-                    2 * selected * size + (2 * n * size if bwd else 0), "memory")
+        return Cost(4.0 * selected * twice, 2 * selected * size + (2 * n * size if bwd else 0),
+                    "memory")
     raise KeyError(op)
 
 
@@ -733,7 +734,7 @@ class Sweeper:
     def _classic_key(self, case: Case) -> tuple:
         return (case.op, case.mode, case.dtype, case.dims[1:])
 
-    def _classic_blocked(self, case: Case, args) -> Optional[str]:
+    def _classic_blocked(self, case: Case) -> Optional[str]:
         growth = OPS[case.op].classic_growth
         if growth == 0:
             return None
@@ -851,7 +852,7 @@ class Sweeper:
         if provider == "compile" and case.op in self._compile_broken:
             raise Unavailable(f"torch.compile failed earlier: {self._compile_broken[case.op]}")
         if provider == "classic":
-            blocked = self._classic_blocked(case, args)
+            blocked = self._classic_blocked(case)
             if blocked:
                 self.note(blocked)
                 return None
@@ -1074,54 +1075,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_names(kind: str, given: Optional[Sequence[str]], valid: Sequence[str]) -> None:
+    """Refuse an empty list or names outside ``valid`` (a :class:`BenchError` listing both)."""
+    if given is None:
+        return
+    unknown = [name for name in given if name not in valid]
+    if unknown or not given:
+        raise BenchError(f"unknown {kind}(s) {', '.join(map(repr, unknown)) or '(none given)'};"
+                         f" valid {kind}s: {', '.join(valid)}")
+
+
+def _parse_device(text: str) -> torch.device:
+    name = text.strip().lower()
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise BenchError(f"unknown device {text!r}; valid: cpu, cuda, cuda:N")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise BenchError(f"device {text!r} is not available: torch {torch.__version__} sees no "
+                         "CUDA GPU on this machine (use --device cpu)")
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # "cuda:x", "cuda:-1"
+        raise BenchError(f"unknown device {text!r}; valid: cpu, cuda, cuda:N") from None
+    if device.index is None:  # torch.cuda.set_device needs an index
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.index >= torch.cuda.device_count():
+        raise BenchError(f"device {text!r} is not available: "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def _resolve(args: argparse.Namespace):
     preset_name = args.preset
     if args.quick:
         if preset_name not in (None, "quick"):
             raise BenchError(f"--quick conflicts with --preset {preset_name}")
         preset_name = "quick"
-    if args.device is None:
-        device = best_device()
-    else:
-        name = args.device.strip().lower()
-        if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-            raise BenchError(f"unknown device {args.device!r}; valid: cpu, cuda")
-        if name.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise BenchError(f"device {args.device!r} is not available: torch "
-                                 f"{torch.__version__} sees no CUDA GPU on this machine "
-                                 "(use --device cpu)")
-            device = torch.device(name)
-            if device.index is not None and device.index >= torch.cuda.device_count():
-                raise BenchError(f"device {args.device!r} is not available: "
-                                 f"{torch.cuda.device_count()} CUDA device(s)")
-            if device.index is None:  # torch.cuda.set_device needs an index
-                device = torch.device("cuda", torch.cuda.current_device())
-        else:
-            device = torch.device("cpu")
+    device = best_device() if args.device is None else _parse_device(args.device)
     preset = PRESETS[preset_name or ("gpu" if device.type == "cuda" else "cpu")]
-    if args.ops is not None:
-        unknown = [o for o in args.ops if o not in OPS]
-        if unknown or not args.ops:
-            raise BenchError(f"unknown op(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-                             f"valid ops: {', '.join(OPS)}")
+    _check_names("op", args.ops, list(OPS))
+    _check_names("provider", args.providers, PROVIDERS)
+    _check_names("dtype", args.dtype, list(DTYPES))
+    _check_names("mode", args.modes, MODES)
     providers = tuple(args.providers) if args.providers is not None else PROVIDERS
-    unknown = [p for p in providers if p not in PROVIDERS]
-    if unknown or not providers:
-        raise BenchError(f"unknown provider(s) {', '.join(map(repr, unknown)) or '(none given)'};"
-                         f" valid providers: {', '.join(PROVIDERS)}")
     if preset.name == "quick" and args.providers is None:
         providers = tuple(p for p in providers if p != "compile")
-    if args.dtype is not None:
-        unknown = [d for d in args.dtype if d not in DTYPES]
-        if unknown or not args.dtype:
-            raise BenchError(f"unknown dtype(s) {', '.join(map(repr, unknown))}; valid: "
-                             + ", ".join(DTYPES))
-    if args.modes is not None:
-        unknown = [m for m in args.modes if m not in MODES]
-        if unknown or not args.modes:
-            raise BenchError(f"unknown mode(s) {', '.join(map(repr, unknown))}; valid: "
-                             + ", ".join(MODES))
     for name in ("budget", "measure_time", "max_minutes", "threads"):
         value = getattr(args, name)
         if value is not None and not value > 0:
@@ -1201,14 +1200,18 @@ def run(args: argparse.Namespace) -> int:
         write_csv(csv_path, sweeper.ceilings.rows)
 
     measured = [r for r in sweeper.rows if not r["op"].startswith("ceiling")]
+    try:
+        plot = plot_diversity(measured, os.path.join(args.out, PLOT_NAME),
+                              f"fastobj {version}, {dev_name}, torch {torch.__version__}, {date}")
+    except ImportError as exc:  # matplotlib is optional (the "bench" extra)
+        plot = None
+        sweeper.note(f"no plot: matplotlib does not import ({exc}); pip install matplotlib")
     table = format_table(measured)
     print(table)
     for text in sweeper.notes:
         print(f"note: {text}")
     for text in sweeper.failures:
         print(f"FAILED: {text}")
-    plot = plot_diversity(measured, os.path.join(args.out, PLOT_NAME),
-                          f"fastobj {version}, {dev_name}, torch {torch.__version__}, {date}")
     wall = time.monotonic() - started
     with open(os.path.join(args.out, TABLE_NAME), "w") as f:
         f.write(f"preset {preset.name}, {dev_name}, {date}, wall {wall:.1f} s\n{table}\n")

@@ -11,6 +11,7 @@ Run: python examples/captum_style_loop.py   (a few seconds on a CPU)
 import torch
 
 from fastobj import ChannelActivation, ModuleOutputsHook, TotalVariation, default_loss_summarize
+from fastobj.loss import targets_of
 from fastobj.render import FFTImage, default_transforms, demo_cnn
 
 model = demo_cnn().requires_grad_(False)
@@ -20,9 +21,8 @@ loss_fn = ChannelActivation(model.features[6], 3) - 1e-4 * TotalVariation(image)
 torch.manual_seed(0)
 transform = default_transforms()
 optimizer = torch.optim.Adam(image.parameters(), lr=0.05)
-targets = loss_fn.target if isinstance(loss_fn.target, list) else [loss_fn.target]
 history = []
-with ModuleOutputsHook(targets) as hooks:  # hooks are removed when the block ends
+with ModuleOutputsHook(targets_of(loss_fn)) as hooks:  # hooks are removed when the block ends
     for step in range(16):
         optimizer.zero_grad()
         model(transform(image()))

@@ -97,8 +97,22 @@ def test_unavailable_device_exits_2(tmp_path, capsys, monkeypatch):
     assert "unknown device" in capsys.readouterr().err
 
 
+def test_malformed_cuda_device_exits_2(tmp_path, capsys, monkeypatch):
+    # Needs no GPU: torch.device() refuses these strings before any CUDA call.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name in ("cuda:abc", "cuda:-1"):
+        assert _bench("--quick", "--device", name, "--out", str(tmp_path)) == 2
+        err = capsys.readouterr().err
+        assert "unknown device" in err and name in err and "Traceback" not in err
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert _bench("--quick", "--device", "cuda:3", "--out", str(tmp_path)) == 2
+    assert "not available" in capsys.readouterr().err
+    assert not (tmp_path / harness.CSV_NAME).exists()
+
+
 @pytest.mark.parametrize("argv", [["--dtype", "float8"], ["--providers", "eager"],
-                                  ["--modes", "backward"], ["--quick", "--preset", "gpu"]])
+                                  ["--modes", "backward"], ["--quick", "--preset", "gpu"],
+                                  ["--dtype", ","]])
 def test_other_usage_errors_exit_2(tmp_path, capsys, argv):
     assert _bench(*argv, "--device", "cpu", "--out", str(tmp_path)) == 2
     assert "error" in capsys.readouterr().err
@@ -263,3 +277,14 @@ def test_every_op_provider_agrees_on_a_small_case():
         assert "classic" in values and "fastobj" in values, name
         for provider, value in values.items():
             torch.testing.assert_close(value, values["classic"], msg=f"{name}/{provider}")
+
+
+def test_missing_matplotlib_skips_the_plot_with_a_note(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    assert _bench("--quick", "--device", "cpu", "--ops", "diversity", "--batch-sizes", "2",
+                  "--no-memory", "--out", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "no plot: matplotlib" in out
+    assert not (tmp_path / harness.PLOT_NAME).exists()
+    assert "no plot" in (tmp_path / harness.TABLE_NAME).read_text()
+    assert (tmp_path / harness.CSV_NAME).exists()

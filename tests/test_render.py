@@ -151,6 +151,8 @@ def test_unknown_target_and_cpu_autocast_are_refused():
         render(model, DeepDream("features.42"), steps=1, progress=False)
     with pytest.raises(ValueError, match="CUDA"):
         render(model, DeepDream("features.1"), steps=1, progress=False, autocast_bf16=True)
+    with pytest.raises(ValueError, match="transforms='none'"):
+        render(model, DeepDream("features.1"), steps=1, progress=False, transforms="none")
     stray = nn.Conv2d(3, 3, 1)  # a module target that never runs
     with pytest.raises(RuntimeError, match="no activation"):
         render(model, DeepDream(stray), steps=1, progress=False)
@@ -289,6 +291,7 @@ def test_png_round_trip(tmp_path):
     (["DeepDream('features.1')", "--weights", "/nonexistent/w.pt"], "no such file"),
     (["__import__('os').system('true')"], "not allowed"),
     (["DeepDream('features.99')"], "features.99"),
+    (["ChannelActivation('features.6', 99)"], "channel_index=99"),  # found at the first step
     (["DeepDream('features.1')", "--objective", "DeepDream('features.2')"], "not both"),
 ])
 def test_command_usage_errors(argv, message, capsys, tmp_path):

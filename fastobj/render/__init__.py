@@ -5,6 +5,8 @@
 * :mod:`.transforms`: per-sample random transforms and :func:`default_transforms`.
 * :mod:`.expression`: :func:`parse_objective`, the safe parser behind ``fastobj render``.
 * :mod:`.demo`: :class:`DemoCNN`, a small deterministic network for demos and tests.
+* :mod:`.png`: :func:`make_grid` and :func:`save_png`, a batch written as one PNG grid.
+* :mod:`.cli`: the ``fastobj render`` command.
 * :func:`lucent_objective`: use a fastobj objective where Lucent expects an objective function.
 
 Nothing here touches CUDA or Triton at import time.
@@ -18,10 +20,10 @@ import torch
 from .demo import DemoCNN, demo_cnn
 from .expression import OBJECTIVE_NAMES, parse_objective
 from .param import FFTImage, ImageParameterization, PixelImage, make_parameterization
+from .png import make_grid, save_png
 from .runner import IMAGE_TARGET, RenderResult, render
 from .transforms import (Jitter, Pad, RandomAffine, RandomRotation, RandomScale, RandomTransform,
                          default_transforms, seed_transforms)
-from .cli import make_grid, save_png
 
 __all__ = [
     "render", "RenderResult", "IMAGE_TARGET",

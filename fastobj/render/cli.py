@@ -6,25 +6,27 @@ Example (the built-in demo CNN, 6 images of 96x96, written as one PNG grid)::
         --steps 128 --out render.png
 
 Usage errors (a model import path that does not resolve, a weights file that cannot be loaded,
-an expression outside the accepted grammar, a target that names no submodule) print one line
-to stderr and exit with status 2, without a traceback.
+an expression outside the accepted grammar, a target that names no submodule, an objective that
+does not fit its layer's activations, such as a channel index past the layer's channels) print
+one line to stderr and exit with status 2, without a traceback.
 
-The PNG is written by a small encoder here (zlib + the Paeth filter), so no imaging library is
-needed.
+The PNG is written by :mod:`fastobj.render.png` (zlib + the Paeth filter), so no imaging
+library is needed.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import math
-import struct
 import sys
-import zlib
-from typing import Any, Optional
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
+
+from ..loss import targets_of
+from .expression import parse_objective
+from .png import make_grid, save_png
+from .runner import _check_target_names, render
 
 __all__ = ["add_arguments", "run", "make_grid", "save_png", "load_model", "DEFAULT_MODEL"]
 
@@ -131,68 +133,12 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def make_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2,
-              pad_value: float = 1.0) -> torch.Tensor:
-    """Tile ``(B, 3, H, W)`` images into one ``(3, H', W')`` image, ``nrow`` per row
-    (default: about a square), separated by ``padding`` pixels of ``pad_value``."""
-    if images.dim() != 4:
-        raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
-    b, c, h, w = images.shape
-    ncol = nrow or max(1, math.ceil(math.sqrt(b)))
-    nrows = math.ceil(b / ncol)
-    grid = images.new_full((c, nrows * (h + padding) + padding, ncol * (w + padding) + padding),
-                           pad_value)
-    for i in range(b):
-        r, q = divmod(i, ncol)
-        top, left = padding + r * (h + padding), padding + q * (w + padding)
-        grid[:, top:top + h, left:left + w] = images[i]
-    return grid
-
-
-def _paeth_filter(rows: np.ndarray) -> np.ndarray:
-    """PNG filter type 4 applied to every scanline of ``rows`` ((H, W, 3) uint8)."""
-    x = rows.astype(np.int16)
-    a = np.zeros_like(x)
-    a[:, 1:] = x[:, :-1]  # left pixel
-    b = np.zeros_like(x)
-    b[1:] = x[:-1]  # pixel above
-    c = np.zeros_like(x)
-    c[1:, 1:] = x[:-1, :-1]  # above-left
-    p = a + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-    return ((x - pred) % 256).astype(np.uint8)
-
-
-def save_png(image: torch.Tensor, path: str) -> None:
-    """Write a ``(3, H, W)`` image with values in [0, 1] as an 8-bit RGB PNG."""
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
-    pixels = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    rows = pixels.permute(1, 2, 0).contiguous().numpy()
-    h, w, _ = rows.shape
-    filtered = _paeth_filter(rows).reshape(h, w * 3)
-    raw = np.concatenate([np.full((h, 1), 4, dtype=np.uint8), filtered], axis=1).tobytes()
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-
-
 def _error(message: str) -> int:
     print(f"fastobj render: error: {message}", file=sys.stderr)
     return 2
 
 
 def _prepare(args: argparse.Namespace):
-    from .expression import parse_objective
-    from .runner import IMAGE_TARGET, _check_target_names
-
     if args.expression is not None and args.objective_option is not None:
         raise UsageError("give the objective either positionally or with --objective, not both")
     expression = args.expression if args.expression is not None else args.objective_option
@@ -211,11 +157,8 @@ def _prepare(args: argparse.Namespace):
     model = load_model(args.model)
     if args.weights:
         load_weights(model, args.weights)
-    from ..loss import targets_of
-
     try:
-        _check_target_names(model, [t for t in targets_of(objective)
-                                    if not (isinstance(t, str) and t == IMAGE_TARGET)])
+        _check_target_names(model, targets_of(objective))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -229,8 +172,6 @@ def _prepare(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``fastobj render`` with parsed ``args``; returns the exit status."""
-    from .runner import render
-
     try:
         model, objective, device = _prepare(args)
     except UsageError as exc:
@@ -243,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("fastobj render: interrupted", file=sys.stderr)
         return 130
+    except (ValueError, IndexError) as exc:  # the objective does not fit the model's outputs
+        return _error(_first_line(exc))
     try:
         save_png(make_grid(result.images), args.out)
     except OSError as exc:

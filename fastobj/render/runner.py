@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from ..hooks import ModuleOutputsHook, resolve_target
+from ..loss import default_loss_summarize, targets_of
 from .param import ImageParameterization, Size, make_parameterization
 from .transforms import RandomTransform, default_transforms
 
@@ -49,13 +51,14 @@ class RenderResult:
         history: the summarised loss (the value minimised) of every step, as floats.
         parameterization: the optimized parameterization module (on the run's device).
         seconds: wall-clock time of the optimization loop.
+        steps: the number of optimizer steps taken.
     """
 
     images: torch.Tensor
     history: List[float]
     parameterization: nn.Module
     seconds: float = 0.0
-    steps: int = field(default=0)
+    steps: int = 0
 
 
 def _model_device(model: nn.Module) -> Optional[torch.device]:
@@ -93,14 +96,14 @@ def _make_optimizer(optimizer: Union[str, Callable[..., torch.optim.Optimizer]],
 
 
 def _check_target_names(model: nn.Module, targets: Iterable[Any]) -> None:
-    names = dict(model.named_modules())
+    """Refuse (ValueError) a target name that is neither a submodule nor :data:`IMAGE_TARGET`."""
     for target in targets:
-        if isinstance(target, str) and target not in names:
-            known = [n for n in names if n]
-            shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
-            raise ValueError(f"unknown target {target!r}: {type(model).__name__} has no submodule "
-                             f"of that name (submodules: {shown or 'none'}; "
-                             f"{IMAGE_TARGET!r} names the rendered image)")
+        if isinstance(target, str) and not _is_image_name(target):
+            try:
+                resolve_target(model, target, "unknown target")
+            except KeyError as exc:
+                raise ValueError(f"{exc.args[0]}; {IMAGE_TARGET!r} names the rendered "
+                                 "image") from None
 
 
 @contextlib.contextmanager
@@ -204,9 +207,6 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
     Returns:
         :class:`RenderResult` with ``images`` (B, 3, H, W) on the CPU and the loss ``history``.
     """
-    from ..hooks import ModuleOutputsHook
-    from ..loss import default_loss_summarize, targets_of
-
     if summarize is None:
         summarize = default_loss_summarize
     if steps < 0:
@@ -216,7 +216,7 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
         raise ValueError(f"autocast_bf16=True needs a CUDA device; this run is on {run_device}")
 
     targets = targets_of(objective)
-    _check_target_names(model, [t for t in targets if not _is_image_name(t)])
+    _check_target_names(model, targets)
 
     generator = None if seed is None else torch.Generator().manual_seed(int(seed))
     if isinstance(param, nn.Module):
@@ -225,8 +225,13 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
         image_param = make_parameterization(param, batch_size, image_size, decorrelate,
                                             generator=generator)
     image_param = image_param.to(run_device)
-    transform = default_transforms() if isinstance(transforms, str) and transforms == _DEFAULT \
-        else transforms
+    if isinstance(transforms, str):
+        if transforms != _DEFAULT:
+            raise ValueError(f"transforms={transforms!r}: use {_DEFAULT!r}, None, or a "
+                             "module/callable mapping an image batch to a model input")
+        transform = default_transforms()
+    else:
+        transform = transforms
     if isinstance(transform, nn.Module):
         transform = transform.to(run_device)
     if transform is None:
@@ -235,8 +240,8 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
     wants_image = any(_is_image_name(t) for t in targets)
     hooked = [t for t in targets if not _is_image_name(t)]
     model_modules = {id(m) for m in model.modules()}
-    resolved = (model.get_submodule(t) if isinstance(t, str) else t for t in hooked)
-    model_side = [m for m in resolved if id(m) in model_modules]
+    model_side = [m for m in (resolve_target(model, t, "render") for t in hooked)
+                  if id(m) in model_modules]
 
     opt = _make_optimizer(optimizer, list(image_param.parameters()), lr)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if autocast_bf16
