@@ -86,7 +86,7 @@ def diversity_ref(feats: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("fastobj::diversity_sums", mutates_args=())
 def _diversity_sums_op(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _kernels("diversity").diversity_sums_forward(feats)
+    return _kernels("diversity").diversity_sums_forward(feats, GRAM_NORM_EPS)
 
 
 @_diversity_sums_op.register_fake
@@ -100,7 +100,8 @@ def _(feats):
 @torch.library.custom_op("fastobj::diversity_sums_backward", mutates_args=())
 def _diversity_sums_backward_op(feats: torch.Tensor, norms: torch.Tensor, grad_sums: torch.Tensor,
                                 grad_sq: torch.Tensor) -> torch.Tensor:
-    return _kernels("diversity").diversity_sums_backward(feats, norms, grad_sums, grad_sq)
+    return _kernels("diversity").diversity_sums_backward(feats, norms, grad_sums, grad_sq,
+                                                         GRAM_NORM_EPS)
 
 
 @_diversity_sums_backward_op.register_fake

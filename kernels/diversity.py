@@ -51,8 +51,6 @@ import torch
 import triton
 import triton.language as tl
 
-from ..functional import GRAM_NORM_EPS
-
 # Scratch budget of the backward: one float32 (chunk, C, C) buffer, G_i of a chunk of samples
 # and then W_i in place (4·C² bytes per sample, whatever the input dtype). 1 GiB holds the whole
 # of a B=1024, C=512 batch; larger batches run in chunks of the batch.
@@ -470,9 +468,11 @@ def _check_feats(feats: torch.Tensor) -> None:
 # Launchers.
 # --------------------------------------------------------------------------------------------
 
-def diversity_sums_forward(feats: torch.Tensor
+def diversity_sums_forward(feats: torch.Tensor, eps: float
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(S, sq, norms) of a (B, C, P) batch; see the module docstring. All float32, contiguous.
+
+    ``eps`` is the floor on ‖G_i‖_F (the caller's, so kernel and reference share one value).
 
     Matches :func:`fastobj.functional.diversity_sums_ref`. feats may have any strides.
     Cost: two symmetric Gram passes, ≈ 2·B·C²·P·(1 + 1/nt) FLOPs, HBM traffic ≈ 2·B·C·P·elt.
@@ -494,21 +494,21 @@ def diversity_sums_forward(feats: torch.Tensor
                                                **blocks, **launch)
     norms = torch.empty((B,), **f32)
     sq = torch.empty((), **f32)
-    _norms_and_sq_kernel[(1,)](part, norms, sq, B, tiles, GRAM_NORM_EPS, BLOCK_B=256,
+    _norms_and_sq_kernel[(1,)](part, norms, sq, B, tiles, eps, BLOCK_B=256,
                                BLOCK_T=_pow2_clamp(tiles, 1, 32))
 
     per, splits = _batch_splits(B, tiles)
     sums = torch.empty((C, C), **f32)
     spart = sums if splits == 1 else torch.empty((splits, C, C), **f32)  # one split: S itself
     _normalised_gram_sum_kernel[(tiles, splits)](feats, norms, spart, B, C, P, *strides, nt, per,
-                                                 GRAM_NORM_EPS, **blocks, **launch)
+                                                 eps, **blocks, **launch)
     if splits > 1:
         _sum_splits_kernel[(triton.cdiv(C * C, 1024),)](spart, sums, C * C, splits, BLOCK=1024)
     return sums, sq, norms
 
 
 def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: torch.Tensor,
-                            grad_sq: torch.Tensor) -> torch.Tensor:
+                            grad_sq: torch.Tensor, eps: float) -> torch.Tensor:
     """Vector-Jacobian product of (S, sq) w.r.t. feats for cotangents (grad_S, grad_sq).
 
     feats (B, C, P) any strides; norms (B,) as returned by the forward; grad_S (C, C), any
@@ -549,7 +549,7 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: to
             f, a_sym, g_buf, part, C, P, *f.stride(), nt, tiles, BLOCK=cfg["BLOCK"],
             BLOCK_K=cfg["BLOCK_K"], PRECISION=precision, **launch)
         _sample_coefficients_kernel[(triton.cdiv(n, 256),)](
-            part, norms[b0:b0 + n], a_max, grad_sq, coef, n, tiles, chunk, GRAM_NORM_EPS,
+            part, norms[b0:b0 + n], a_max, grad_sq, coef, n, tiles, chunk, eps,
             _SIGMA_FLOOR, BLOCK_B=256, BLOCK_T=_pow2_clamp(tiles, 1, 32))
         _form_w_kernel[(n * tiles,)](g_buf, a_sym, coef, C, nt, tiles, chunk,
                                      BLOCK=cfg["BLOCK"], num_warps=cfg["num_warps"])

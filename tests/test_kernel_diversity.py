@@ -23,6 +23,8 @@ from fastobj.backend import use_backend
 from fastobj.functional import diversity_sums_ref
 from fastobj.kernels import diversity as kd
 
+EPS = fn.GRAM_NORM_EPS
+
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 ODD_SHAPES = [(3, 5, 7), (3, 19, 37), (2, 33, 20)]
 
@@ -71,7 +73,7 @@ def cotangents(C, device):
 
 
 def check_forward(feats, rtol):
-    S, sq, norms = kd.diversity_sums_forward(feats)
+    S, sq, norms = kd.diversity_sums_forward(feats, EPS)
     S_ref, sq_ref, norms_ref = reference_sums(feats)
     B, C, _ = feats.shape
     assert S.shape == (C, C) and sq.shape == () and norms.shape == (B,)
@@ -89,7 +91,7 @@ def check_backward(feats, rtol, norms=None):
     if norms is None:
         norms = reference_sums(feats)[2].to(torch.float32)
     grad_S, grad_sq = cotangents(feats.shape[1], feats.device)
-    grad = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq)
+    grad = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq, EPS)
     assert grad.shape == feats.shape and grad.dtype == feats.dtype
     assert_close(grad, reference_vjp(feats, grad_S, grad_sq), rtol, "grad")
     return grad
@@ -131,11 +133,11 @@ def test_backward_in_chunks_is_bitwise_equal(dtype, small_tiles, monkeypatch):
     feats = torch.randn(3, 20, 20).to(dtype)
     norms = reference_sums(feats)[2].to(torch.float32)
     grad_S, grad_sq = cotangents(20, feats.device)
-    whole = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq)
+    whole = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq, EPS)
     # Scratch for two samples at a time (4·C² bytes each, whatever the dtype): chunks of 2, 1.
     monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", 2 * 20 * 20 * 4)
     assert kd.backward_chunk(3, 20) == 2
-    chunked = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq)
+    chunked = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq, EPS)
     assert torch.equal(whole, chunked)
 
 
@@ -244,21 +246,21 @@ def test_clamped_nonzero_sample():
 
 def test_deterministic(small_tiles):
     feats = torch.randn(3, 20, 37)
-    first = kd.diversity_sums_forward(feats)
-    second = kd.diversity_sums_forward(feats)
+    first = kd.diversity_sums_forward(feats, EPS)
+    second = kd.diversity_sums_forward(feats, EPS)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
     grad_S, grad_sq = cotangents(20, feats.device)
-    g1 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq)
-    g2 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq)
+    g1 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq, EPS)
+    g2 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq, EPS)
     assert torch.equal(g1, g2)
 
 
 def test_empty_batch():
-    S, sq, norms = kd.diversity_sums_forward(torch.randn(0, 5, 7))
+    S, sq, norms = kd.diversity_sums_forward(torch.randn(0, 5, 7), EPS)
     assert S.shape == (5, 5) and (S == 0).all() and sq == 0 and norms.shape == (0,)
     grad = kd.diversity_sums_backward(torch.randn(0, 5, 7), norms, torch.randn(5, 5),
-                                      torch.tensor(1.0))
+                                      torch.tensor(1.0), EPS)
     assert grad.shape == (0, 5, 7)
 
 
@@ -357,11 +359,11 @@ class TestOnGPU:
         feats[2] = 0.0
         first = check_forward(feats, 1e-5)
         assert first[2][2] == 0
-        for a, b in zip(first, kd.diversity_sums_forward(feats)):
+        for a, b in zip(first, kd.diversity_sums_forward(feats, EPS)):
             assert torch.equal(a, b)
         grad_S, grad_sq = cotangents(200, "cuda")
-        g1 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq)
-        g2 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq)
+        g1 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq, EPS)
+        g2 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq, EPS)
         assert torch.isfinite(g1).all() and torch.equal(g1, g2)
         assert_close(g1, reference_vjp(feats, grad_S, grad_sq), 1e-5, "grad")
 
