@@ -106,7 +106,7 @@ def _diversity_sums_backward_op(feats: torch.Tensor, norms: torch.Tensor, grad_s
 
 @_diversity_sums_backward_op.register_fake
 def _(feats, norms, grad_sums, grad_sq):
-    return torch.empty_like(feats)
+    return feats.new_empty(feats.shape)  # the kernel writes a contiguous gradient
 
 
 def _diversity_setup(ctx, inputs, output):
