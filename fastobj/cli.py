@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -19,7 +20,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_from_working_directory() -> None:
+    """Let ``--model package.module:factory`` find modules in the current directory.
+
+    ``python -m fastobj`` puts the working directory first on ``sys.path``; the ``fastobj``
+    console script puts its own bin directory there instead. Adding the working directory makes
+    both commands import the same user modules.
+    """
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    _import_from_working_directory()
     args = build_parser().parse_args(argv)
     return int(args.run(args) or 0)
 
