@@ -5,21 +5,17 @@ CUDA is never queried at import time.
 """
 from .backend import backend_for, get_backend, set_backend, use_backend
 from .hooks import ActivationFetcher, ModuleOutputsHook, collect_activations
-from .loss import BaseLoss, CompositeLoss, Loss, default_loss_summarize, sum_loss_list
-from .objectives import (ActivationInterpolation, ActivationWeights, Alignment,
-                         AngledNeuronDirection, ChannelActivation, DeepDream, Direction,
-                         Diversity, FacetLoss, L1, L2, L2Mean, LayerActivation,
-                         NeuronActivation, NeuronDirection, TensorDirection, TotalVariation,
-                         VectorLoss)
+from .loss import (BaseLoss, CompositeLoss, Loss, default_loss_summarize, module_op, rmodule_op,
+                   sum_loss_list)
+from . import objectives
+from .objectives import *  # noqa: F401,F403 - the 18 objectives, named once in objectives.__all__
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Loss", "BaseLoss", "CompositeLoss", "sum_loss_list", "default_loss_summarize",
-    "LayerActivation", "ChannelActivation", "NeuronActivation", "DeepDream", "TotalVariation",
-    "L1", "L2", "Diversity", "ActivationInterpolation", "Alignment", "Direction",
-    "NeuronDirection", "AngledNeuronDirection", "TensorDirection", "ActivationWeights",
-    "L2Mean", "VectorLoss", "FacetLoss",
+    "Loss", "BaseLoss", "CompositeLoss", "module_op", "rmodule_op", "sum_loss_list",
+    "default_loss_summarize",
+    *objectives.__all__,
     "ModuleOutputsHook", "ActivationFetcher", "collect_activations",
     "backend_for", "get_backend", "set_backend", "use_backend",
 ]

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 import torch.nn as nn
 
-from .loss import listify, unique_targets
+from .checks import listify, unique_targets
 
 
 def resolve_target(model: Optional[nn.Module], target: Any, owner: str = "fastobj") -> nn.Module:

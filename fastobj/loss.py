@@ -10,37 +10,17 @@ from __future__ import annotations
 
 import operator
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-ModuleOutputMapping = Dict[Any, Optional[torch.Tensor]]
-BatchIndex = Union[None, int, Sequence[Optional[int]]]
-
-
-def listify(target: Any) -> List[Any]:
-    """A target as a list: a list is kept, anything else is wrapped."""
-    return list(target) if isinstance(target, list) else [target]
-
-
-def unique_targets(targets: Iterable[Any]) -> List[Any]:
-    """De-duplicate in order of first occurrence (modules by identity, names by value)."""
-    return list(dict.fromkeys(targets))
+from .checks import (BatchIndex, ModuleOutputMapping, as_number, listify, normalize_batch_index,
+                     unique_targets)
 
 
 def targets_of(loss: "Loss") -> List[Any]:
     """The de-duplicated list of targets whose activations ``loss`` reads."""
     return unique_targets(listify(loss.target))
-
-
-def _number(value: Any) -> Union[int, float, torch.Tensor]:
-    """Accept int, float (bool included) and 0-dim tensors as numbers; refuse anything else."""
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, torch.Tensor) and value.dim() == 0:
-        return value
-    raise TypeError("Can only apply math operations with int, float, a 0-dim tensor or Loss. "
-                    f"Received type {type(value).__name__}")
 
 
 class Loss(ABC):
@@ -65,100 +45,49 @@ class Loss(ABC):
     def __repr__(self) -> str:
         return self.__name__
 
-    # Elementwise with numbers, mean-against-mean with another loss.
+    # Elementwise with numbers, mean-against-mean with another loss (see module_op).
     def __neg__(self) -> "CompositeLoss":
-        return _unary(self, operator.neg)
+        return module_op(self, None, operator.neg)
 
     def __pos__(self) -> "CompositeLoss":
-        return _unary(self, operator.pos)
+        return module_op(self, None, operator.pos)
 
     def __abs__(self) -> "CompositeLoss":
-        return _unary(self, torch.abs)
+        return module_op(self, None, operator.abs)
 
     def __round__(self, ndigits: Optional[int] = None) -> "CompositeLoss":
         decimals = 0 if ndigits is None else int(ndigits)
         return _unary(self, lambda t: torch.round(t, decimals=decimals))
 
     def __add__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.add)
+        return module_op(self, other, operator.add)
 
     def __radd__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.add, reflected=True)
+        return rmodule_op(self, other, operator.add)
 
     def __sub__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.sub)
+        return module_op(self, other, operator.sub)
 
     def __rsub__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.sub, reflected=True)
+        return rmodule_op(self, other, operator.sub)
 
     def __mul__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.mul)
+        return module_op(self, other, operator.mul)
 
     def __rmul__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.mul, reflected=True)
+        return rmodule_op(self, other, operator.mul)
 
     def __truediv__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.truediv)
+        return module_op(self, other, operator.truediv)
 
     def __rtruediv__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.truediv, reflected=True)
+        return rmodule_op(self, other, operator.truediv)
 
     def __pow__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.pow)
+        return module_op(self, other, operator.pow)
 
     def __rpow__(self, other: Any) -> "CompositeLoss":
-        return _binary(self, other, operator.pow, reflected=True)
-
-
-def as_index(value: Any, owner: str, arg: str) -> int:
-    """An int argument (anything with ``__index__`` but bool), or a TypeError naming it."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:  # no __index__, or one that refuses (a float 0-dim tensor)
-        raise TypeError(f"{owner}: {arg} must be an int, got {type(value).__name__} "
-                        f"({value!r})") from None
-
-
-def normalize_batch_index(batch_index: BatchIndex, owner: str = "BaseLoss"
-                          ) -> Tuple[Optional[int], Optional[int]]:
-    """Turn ``batch_index`` into the ``(start, end)`` pair of a slice along dim 0.
-
-    None selects the whole batch; an int b selects sample b alone (negative counts from the
-    end, so -1 is the last sample); a pair ``(start, end)`` is a Python slice.
-    """
-    if batch_index is None:
-        return (None, None)
-    if isinstance(batch_index, (list, tuple)):
-        if len(batch_index) != 2:
-            raise ValueError(f"{owner}: batch_index as a sequence must be a (start, end) pair, "
-                             f"got {len(batch_index)} entries: {batch_index!r}")
-        return tuple(None if v is None else as_index(v, owner, "batch_index bound")
-                     for v in batch_index)
-    b = as_index(batch_index, owner, "batch_index")
-    return (b, None if b == -1 else b + 1)
-
-
-def select_batch(tensor: torch.Tensor, batch_index: Tuple[Optional[int], Optional[int]],
-                 owner: str) -> torch.Tensor:
-    """Slice ``tensor`` along dim 0, refusing out-of-range bounds and empty selections."""
-    start, end = batch_index
-    size = tensor.shape[0]
-    one_sample = start is not None and (end == start + 1 or (start == -1 and end is None))
-    if one_sample and not -size <= start < size:
-        raise IndexError(f"{owner}: batch_index {start} is outside a batch of {size}")
-    for bound in (start, end):
-        if bound is not None and not -size <= bound <= size:
-            raise IndexError(f"{owner}: batch_index {batch_index} reaches outside a batch of "
-                             f"{size}")
-    # The whole batch is the tensor itself: a full slice would cost its backward a zero-filled
-    # copy of the whole input.
-    selected = tensor if start is None and end is None else tensor[start:end]
-    if selected.shape[0] == 0:
-        raise ValueError(f"{owner}: batch_index {batch_index} selects no samples of a batch "
-                         f"of {size}")
-    return selected
+        return rmodule_op(self, other, operator.pow)
 
 
 class BaseLoss(Loss):
@@ -231,7 +160,35 @@ def _mean_sum(*values: torch.Tensor) -> torch.Tensor:
     return sum(v.mean() for v in values)
 
 
-def _binary(loss: Loss, other: Any, op: Callable, reflected: bool = False) -> CompositeLoss:
+# The unary operators module_op applies when ``other`` is None.
+_UNARY_OPS = (operator.neg, operator.pos, operator.abs, torch.abs)
+
+
+def module_op(loss: Loss, other: Any, math_op: Callable) -> CompositeLoss:
+    """Captum's operator behind every dunder of :class:`Loss`: ``math_op(loss, other)``.
+
+    ``other`` None applies a unary ``math_op`` (neg, pos, abs) to the loss's value; a real
+    number is applied elementwise; another Loss combines the two means,
+    ``math_op(mean(loss), mean(other))``, with the targets of both. Anything else raises
+    TypeError.
+    """
+    return _compose(loss, other, math_op, reflected=False)
+
+
+def rmodule_op(loss: Loss, other: Any, math_op: Callable) -> CompositeLoss:
+    """The reflected form, ``math_op(other, loss)``, as in ``2 - loss`` or ``2 ** loss``."""
+    return _compose(loss, other, math_op, reflected=True)
+
+
+def _compose(loss: Loss, other: Any, op: Callable, reflected: bool) -> CompositeLoss:
+    if not isinstance(loss, Loss):
+        raise TypeError(f"module_op: the first operand must be a Loss, got "
+                        f"{type(loss).__name__}")
+    if other is None:
+        if op not in _UNARY_OPS:
+            raise TypeError(f"{loss.__name__}: {getattr(op, '__name__', op)!s} needs a second "
+                            "operand (a real number or a Loss); received type NoneType")
+        return _unary(loss, op)
     if isinstance(other, Loss):
         left, right = (other, loss) if reflected else (loss, other)
         name = f"Compose({left.__name__}, {right.__name__})"
@@ -240,7 +197,7 @@ def _binary(loss: Loss, other: Any, op: Callable, reflected: bool = False) -> Co
             terms = [t for side in (left, right) for t in _sum_terms(side)]
             return _OperatorLoss(_mean_sum, terms, name, target)
         return _OperatorLoss(lambda a, b: op(a.mean(), b.mean()), [left, right], name, target)
-    number = _number(other)
+    number = as_number(other, loss.__name__)
     if reflected:
         return _OperatorLoss(lambda v: op(number, v), [loss], loss.__name__, loss.target)
     return _OperatorLoss(lambda v: op(v, number), [loss], loss.__name__, loss.target)
@@ -275,10 +232,11 @@ def sum_loss_list(loss_list: Sequence[Loss],
 
 def default_loss_summarize(loss_value: torch.Tensor) -> torch.Tensor:
     """Minimising ``-mean`` maximises the objective: the optimisers' default summary."""
+    if not isinstance(loss_value, torch.Tensor):
+        raise TypeError("default_loss_summarize: loss_value must be the tensor an objective "
+                        f"returned, got {type(loss_value).__name__}")
     return -loss_value.mean()
 
 
-__all__ = ["Loss", "BaseLoss", "CompositeLoss", "sum_loss_list", "default_loss_summarize",
-           "listify", "unique_targets", "targets_of", "as_index", "normalize_batch_index",
-           "select_batch",
-           "ModuleOutputMapping"]
+__all__ = ["Loss", "BaseLoss", "CompositeLoss", "module_op", "rmodule_op", "sum_loss_list",
+           "default_loss_summarize", "targets_of"]

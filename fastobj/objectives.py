@@ -11,18 +11,20 @@ Conventions: ``S`` is the target's activation after batch selection, ``B'`` its 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+import numbers
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import functional as Fn
+from .checks import (ANY_RANK, CHANNELS_LAST, IMAGE, IMAGE_OR_VECTOR, BatchIndex, ChannelIndex,
+                     ModuleOutputMapping, Ranks, activation, as_channel_index, check_channels,
+                     check_position, check_vector_batch, check_vector_channels, direction,
+                     check_process_group, neuron_position, nonempty_batch, one_d_vector, optional_index,
+                     select_batch, vector)
 from .distributed import alignment_distributed, all_reduce_replicated
-from .loss import BaseLoss, BatchIndex, ModuleOutputMapping, as_index, select_batch
-
-ChannelIndex = Union[int, Sequence[int], torch.Tensor]
+from .loss import BaseLoss
 
 __all__ = [
     "LayerActivation", "ChannelActivation", "NeuronActivation", "DeepDream", "TotalVariation",
@@ -30,121 +32,6 @@ __all__ = [
     "NeuronDirection", "AngledNeuronDirection", "TensorDirection", "ActivationWeights",
     "L2Mean", "VectorLoss", "FacetLoss",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# Argument checks shared by the objectives. Each error names the objective and the argument.
-# --------------------------------------------------------------------------------------------
-
-def _check_position(value: int, size: int, owner: str, arg: str, axis: str) -> int:
-    """A position along an axis of length ``size``; negative values count from the end."""
-    if not -size <= value < size:
-        raise IndexError(f"{owner}: {arg}={value} is outside {axis} of size {size}")
-    return value % size
-
-
-def _channel_index(value: ChannelIndex, owner: str, arg: str = "channel_index"
-                   ) -> Union[int, torch.Tensor]:
-    """An int, or a 1-D int64 tensor of per-sample channels (from a sequence or tensor)."""
-    if isinstance(value, torch.Tensor):
-        if value.dim() == 0:
-            return as_index(value, owner, arg)
-        if value.dim() != 1 or value.is_floating_point() or value.is_complex() \
-                or value.dtype == torch.bool:
-            raise TypeError(f"{owner}: {arg} as a tensor must be 1-D with integer entries, got "
-                            f"shape {tuple(value.shape)} and dtype {value.dtype}")
-        return value.to(torch.int64)
-    if isinstance(value, (list, tuple)):
-        return torch.tensor([as_index(v, owner, f"{arg}[{i}]") for i, v in enumerate(value)],
-                            dtype=torch.int64)
-    return as_index(value, owner, arg)
-
-
-def _check_channels(index: Union[int, torch.Tensor], channels: int, batch: int, owner: str,
-                    arg: str = "channel_index") -> Union[int, torch.Tensor]:
-    """Range-check a channel index (int or per-sample tensor) against the activation."""
-    if isinstance(index, int):
-        return _check_position(index, channels, owner, arg, "the channel dim")
-    if index.numel() != batch:
-        raise ValueError(f"{owner}: {arg} has {index.numel()} per-sample entries but "
-                         f"{batch} samples are selected")
-    if index.numel() and bool(((index < -channels) | (index >= channels)).any()):
-        raise IndexError(f"{owner}: {arg} {index.tolist()} has entries outside the channel dim "
-                         f"of size {channels}")
-    return index.remainder(channels)
-
-
-def _activation(owner: str, targets_to_values: ModuleOutputMapping, target: Any,
-                min_dim: int = 1, dims: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """The target's activation, checked to be a floating tensor of an accepted rank."""
-    if not isinstance(targets_to_values, Mapping):
-        raise TypeError(f"{owner}: the activations must be a mapping from targets to tensors, "
-                        f"got {type(targets_to_values).__name__}")
-    try:
-        value = targets_to_values[target]
-    except KeyError:
-        raise KeyError(f"{owner}: no activation for target {target!r} in the mapping (keys: "
-                       f"{list(targets_to_values)!r})") from None
-    if value is None:
-        raise ValueError(f"{owner}: target {target!r} has no activation (its forward pass did "
-                         "not run)")
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{owner}: the activation of {target!r} is a {type(value).__name__}, "
-                        "not a tensor")
-    if not value.is_floating_point():
-        raise TypeError(f"{owner}: the activation of {target!r} has dtype {value.dtype}; "
-                        "objectives need a floating-point activation")
-    if dims is not None and value.dim() not in dims:
-        raise ValueError(f"{owner}: expected an activation of rank {' or '.join(map(str, dims))}, "
-                         f"got shape {tuple(value.shape)}")
-    if value.dim() < min_dim:
-        raise ValueError(f"{owner}: expected an activation of rank >= {min_dim}, got shape "
-                         f"{tuple(value.shape)}")
-    return value
-
-
-def _vector(vec: Any, owner: str, arg: str = "vec") -> torch.Tensor:
-    if not isinstance(vec, torch.Tensor):
-        raise TypeError(f"{owner}: {arg} must be a tensor, got {type(vec).__name__}")
-    if not vec.is_floating_point():
-        raise TypeError(f"{owner}: {arg} must be a floating tensor, got dtype {vec.dtype}")
-    if vec.numel() == 0:
-        raise ValueError(f"{owner}: {arg} is empty")
-    return vec
-
-
-def _direction(vec: Any, owner: str) -> torch.Tensor:
-    """One shared direction as (1, C, 1, 1), or one per sample (B', C) as (B', C, 1, 1)."""
-    vec = _vector(vec, owner)
-    if vec.dim() == 2 and vec.shape[0] > 1:
-        return vec.reshape(vec.shape[0], vec.shape[1], 1, 1)
-    return vec.reshape(1, -1, 1, 1)
-
-
-def _check_vector_batch(vec_batch: int, batch: int, owner: str, arg: str = "vec") -> None:
-    if vec_batch not in (1, batch):
-        raise ValueError(f"{owner}: {arg} holds {vec_batch} per-sample directions but {batch} "
-                         "samples are selected")
-
-
-def _check_vector_channels(vec_channels: int, channels: int, owner: str,
-                           arg: str = "vec") -> None:
-    if vec_channels != channels:
-        raise ValueError(f"{owner}: {arg} has {vec_channels} channels but the activation has "
-                         f"{channels}")
-
-
-def _neuron_position(owner: str, acts: torch.Tensor, x: Optional[int], y: Optional[int]
-                     ) -> Tuple[int, int]:
-    """(row, column): ``x`` along dim 2, ``y`` along dim 3; defaults are the centre cells."""
-    h, w = acts.shape[2], acts.shape[3]
-    px = h // 2 if x is None else _check_position(x, h, owner, "x", "dim 2 (rows)")
-    py = w // 2 if y is None else _check_position(y, w, owner, "y", "dim 3 (columns)")
-    return px, py
-
-
-def _optional_index(value: Any, owner: str, arg: str) -> Optional[int]:
-    return None if value is None else as_index(value, owner, arg)
 
 
 def _sum(t: torch.Tensor) -> torch.Tensor:
@@ -157,6 +44,11 @@ def _mean(t: torch.Tensor, dim: Any = None) -> torch.Tensor:
     return out.to(t.dtype)
 
 
+def _zero_in_graph(s: torch.Tensor) -> torch.Tensor:
+    """An exact 0-dim zero in s's dtype and graph (an empty sum): its gradient is zeros."""
+    return s.reshape(-1)[:0].sum()
+
+
 def _per_sample_channel(s: torch.Tensor, index: Union[int, torch.Tensor], keepdim: bool = False
                         ) -> torch.Tensor:
     """Channel ``index`` of every sample (int), or channel index[b] of sample b (tensor)."""
@@ -167,13 +59,16 @@ def _per_sample_channel(s: torch.Tensor, index: Union[int, torch.Tensor], keepdi
 
 
 class _Objective(BaseLoss):
-    """A BaseLoss that reads one target's activation and selects its batch."""
+    """A BaseLoss that reads one target's activation and selects its batch.
 
-    def _selected(self, targets_to_values: ModuleOutputMapping, min_dim: int = 1,
-                  dims: Optional[Sequence[int]] = None,
-                  target: Any = None) -> torch.Tensor:
-        acts = _activation(self.__name__, targets_to_values,
-                           self.target if target is None else target, min_dim, dims)
+    ``ranks`` are the activation ranks the objective accepts (with their layouts); any other
+    rank raises ValueError before anything is computed.
+    """
+
+    ranks: Ranks = ANY_RANK
+
+    def _selected(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
+        acts = activation(self.__name__, targets_to_values, self.target, self.ranks)
         return select_batch(acts, self.batch_index, self.__name__)
 
 
@@ -182,7 +77,7 @@ class _Objective(BaseLoss):
 # --------------------------------------------------------------------------------------------
 
 class LayerActivation(_Objective):
-    """The selected activation itself, unchanged."""
+    """The selected activation itself, unchanged. Any rank (a batch dim first)."""
 
     def __init__(self, target: Any, batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
@@ -195,19 +90,22 @@ class ChannelActivation(_Objective):
     """One channel of the activation: ``S[:, c]``, shape (B', H, W) for 4-D input.
 
     ``channel_index`` is an int (negative counts from the end) or a sequence / 1-D tensor of
-    B' ints, one channel per selected sample.
+    B' ints, one channel per selected sample. Activations (B, C, H, W), or (B, C) giving (B',).
 
-    Differences from Captum: per-sample channels; out-of-range channels raise IndexError.
+    Differences from Captum: per-sample channels; out-of-range channels raise IndexError; a
+    rank-3 activation (an unbatched image's, usually) raises ValueError.
     """
+
+    ranks = IMAGE_OR_VECTOR
 
     def __init__(self, target: Any, channel_index: ChannelIndex,
                  batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
-        self.channel_index = _channel_index(channel_index, self.__name__)
+        self.channel_index = as_channel_index(channel_index, self.__name__)
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values, min_dim=2)
-        index = _check_channels(self.channel_index, s.shape[1], s.shape[0], self.__name__)
+        s = self._selected(targets_to_values)
+        index = check_channels(self.channel_index, s.shape[1], s.shape[0], self.__name__)
         return _per_sample_channel(s, index)
 
 
@@ -221,22 +119,24 @@ class NeuronActivation(_Objective):
     the range checks use the right axis.
     """
 
+    ranks = IMAGE
+
     def __init__(self, target: Any, channel_index: ChannelIndex, x: Optional[int] = None,
                  y: Optional[int] = None, batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
-        self.channel_index = _channel_index(channel_index, self.__name__)
-        self.x = _optional_index(x, self.__name__, "x")
-        self.y = _optional_index(y, self.__name__, "y")
+        self.channel_index = as_channel_index(channel_index, self.__name__)
+        self.x = optional_index(x, self.__name__, "x")
+        self.y = optional_index(y, self.__name__, "y")
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values, dims=(4,))
-        index = _check_channels(self.channel_index, s.shape[1], s.shape[0], self.__name__)
-        px, py = _neuron_position(self.__name__, s, self.x, self.y)
+        s = self._selected(targets_to_values)
+        index = check_channels(self.channel_index, s.shape[1], s.shape[0], self.__name__)
+        px, py = neuron_position(self.__name__, s, self.x, self.y)
         return _per_sample_channel(s, index)[:, px:px + 1, py:py + 1]
 
 
 class DeepDream(_Objective):
-    """The squared activation, elementwise (same shape): maximising it amplifies what fires."""
+    """The squared activation, elementwise (same shape, any rank): it amplifies what fires."""
 
     def __init__(self, target: Any, batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
@@ -252,18 +152,21 @@ class DeepDream(_Objective):
 class TotalVariation(_Objective):
     """Anisotropic L1 total variation over the last two dims, summed over the rest; 0-dim.
 
-    Usually targets the image: ``objective - 1e-3 * TotalVariation(image_module)``.
+    Usually targets the image: ``objective - 1e-3 * TotalVariation(image_module)``. Needs a
+    (B, C, H, W) activation.
     """
+
+    ranks = IMAGE
 
     def __init__(self, target: Any, batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        return Fn.total_variation(self._selected(targets_to_values, min_dim=2))
+        return Fn.total_variation(self._selected(targets_to_values))
 
 
 class L1(_Objective):
-    """``Σ |S - constant|``, 0-dim."""
+    """``Σ |S - constant|``, 0-dim; any rank."""
 
     def __init__(self, target: Any, constant: float = 0.0, batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
@@ -274,7 +177,7 @@ class L1(_Objective):
 
 
 class L2(_Objective):
-    """``sqrt(eps + Σ (S - constant)²)``, 0-dim."""
+    """``sqrt(eps + Σ (S - constant)²)``, 0-dim; any rank."""
 
     def __init__(self, target: Any, constant: float = 0.0, eps: float = 1e-6,
                  batch_index: BatchIndex = None) -> None:
@@ -290,20 +193,22 @@ class L2(_Objective):
 class L2Mean(_Objective):
     """``mean((S[:, c] - constant)²)`` over one channel (or all when ``channel_index`` is None).
 
-    ``channel_index`` may be per sample.
+    ``channel_index`` may be per sample; with it the activation is (B, C, H, W) or (B, C),
+    without it any rank.
     """
 
     def __init__(self, target: Any, channel_index: Optional[ChannelIndex] = None,
                  constant: float = 0.5, batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
         self.channel_index = (None if channel_index is None
-                              else _channel_index(channel_index, self.__name__))
+                              else as_channel_index(channel_index, self.__name__))
         self.constant = constant
+        self.ranks = ANY_RANK if channel_index is None else IMAGE_OR_VECTOR
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values, min_dim=2 if self.channel_index is not None else 1)
+        s = self._selected(targets_to_values)
         if self.channel_index is not None:
-            index = _check_channels(self.channel_index, s.shape[1], s.shape[0], self.__name__)
+            index = check_channels(self.channel_index, s.shape[1], s.shape[0], self.__name__)
             s = _per_sample_channel(s, index, keepdim=True)
         return _mean((s - self.constant).square())
 
@@ -311,13 +216,6 @@ class L2Mean(_Objective):
 # --------------------------------------------------------------------------------------------
 # Batch-level objectives.
 # --------------------------------------------------------------------------------------------
-
-def _check_process_group(group: Any, owner: str) -> Any:
-    if group is not None and not dist.is_initialized():
-        raise ValueError(f"{owner}: process_group was given but torch.distributed is not "
-                         "initialised")
-    return group
-
 
 class Diversity(_Objective):
     """Pushes the samples' Gram (style) matrices apart: ``-(1/B') Σ_{i≠j} <ĝ_i, ĝ_j>``.
@@ -327,19 +225,26 @@ class Diversity(_Objective):
     batch, never B' x B'. 0-dim. With ``process_group`` the value and gradients are those of the
     batch spread over the group's ranks.
 
-    Differences from Captum: a batch of one gives a 0-dim tensor 0.0 in the graph (not a Python
-    float); activations need not be view-compatible; any batch_index form is accepted.
+    Activations (B, C, H, W), or pooled (B, C) (each Gram is then the outer product v vᵀ).
+
+    Differences from Captum: a batch of one gives exactly 0.0 as a 0-dim tensor in the graph
+    (gradient zeros; not a Python float), decided here rather than left to cancellation;
+    activations need not be view-compatible; any batch_index form is accepted.
     """
+
+    ranks = IMAGE_OR_VECTOR
 
     def __init__(self, target: Any, batch_index: BatchIndex = None,
                  process_group: Any = None) -> None:
         super().__init__(target, batch_index)
-        self.process_group = _check_process_group(process_group, self.__name__)
+        self.process_group = check_process_group(process_group, self.__name__)
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values, min_dim=2)
+        s = self._selected(targets_to_values)
         feats = s.reshape(s.shape[0], s.shape[1], -1)
         if self.process_group is None:
+            if feats.shape[0] == 1:  # no pair of samples: the sum over i != j is empty
+                return _zero_in_graph(s)
             return Fn.diversity(feats)
         sums, sq = Fn.diversity_sums(feats)
         sums, sq, count = all_reduce_replicated(
@@ -353,6 +258,8 @@ class ActivationInterpolation(BaseLoss):
     ``Σ_n (1 - w_n)·mean(A1[n]) + w_n·mean(A2[n])`` with ``w_n = n/(B-1)``; shape (1,). A
     channel index selects that channel of its target (``None``: all channels).
 
+    Both activations are (B, C, H, W) or (B, C).
+
     Differences from Captum: channel index 0 is channel 0 (not "all channels"); a batch of one
     uses weight 0 instead of dividing by zero.
     """
@@ -361,17 +268,15 @@ class ActivationInterpolation(BaseLoss):
                  target2: Any = None, channel_index2: Optional[int] = None) -> None:
         super().__init__([target1, target2])
         self.target_one, self.target_two = target1, target2
-        self.channel_index1 = _optional_index(channel_index1, self.__name__, "channel_index1")
-        self.channel_index2 = _optional_index(channel_index2, self.__name__, "channel_index2")
+        self.channel_index1 = optional_index(channel_index1, self.__name__, "channel_index1")
+        self.channel_index2 = optional_index(channel_index2, self.__name__, "channel_index2")
 
     def _means(self, targets_to_values: ModuleOutputMapping, target: Any,
                channel: Optional[int], arg: str) -> torch.Tensor:
-        acts = _activation(self.__name__, targets_to_values, target,
-                           min_dim=2 if channel is not None else 1)
-        if acts.shape[0] == 0:
-            raise ValueError(f"{self.__name__}: the activation of {target!r} has an empty batch")
+        acts = nonempty_batch(activation(self.__name__, targets_to_values, target,
+                                         IMAGE_OR_VECTOR), self.__name__, target)
         if channel is not None:
-            acts = acts[:, _check_position(channel, acts.shape[1], self.__name__, arg,
+            acts = acts[:, check_position(channel, acts.shape[1], self.__name__, arg,
                                            "the channel dim")]
         return _mean(acts.reshape(acts.shape[0], -1), dim=1)
 
@@ -391,15 +296,18 @@ class ActivationInterpolation(BaseLoss):
 class Alignment(_Objective):
     """Keeps neighbouring samples alike: ``-Σ_{d=1..4} Σ_i mean((S_i - S_{i+d})²) / r^d``.
 
-    ``r`` is ``decay_ratio``; shape (1,). Vectorised over the batch (four slices, no loop over
-    samples). With ``process_group`` the neighbours across rank boundaries count too.
+    ``r`` is ``decay_ratio``; shape (1,); activations (B, C, H, W) or (B, C). Vectorised over
+    the batch (four slices, no loop over samples). With ``process_group`` the neighbours across
+    rank boundaries count too.
     """
+
+    ranks = IMAGE_OR_VECTOR
 
     def __init__(self, target: Any, decay_ratio: float = 2.0, batch_index: BatchIndex = None,
                  process_group: Any = None) -> None:
         super().__init__(target, batch_index)
         self.decay_ratio = decay_ratio
-        self.process_group = _check_process_group(process_group, self.__name__)
+        self.process_group = check_process_group(process_group, self.__name__)
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
         s = self._selected(targets_to_values)
@@ -416,22 +324,24 @@ class Direction(_Objective):
     """Channel dot product with ``vec`` at every position, times ``clamp(cos, 0.1)^cossim_pow``.
 
     ``vec`` has C entries (any shape, flattened) or is (B', C): one direction per selected
-    sample. Returns (B', H, W) for 4-D activations, (B', *spatial) in general.
+    sample. Activations (B, C, H, W) give (B', H, W); pooled (B, C) give (B',).
 
     Differences from Captum: a channel count different from the activation's raises
     ValueError instead of broadcasting; per-sample directions.
     """
 
+    ranks = IMAGE_OR_VECTOR
+
     def __init__(self, target: Any, vec: torch.Tensor, cossim_pow: float = 0.0,
                  batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
-        self.vec = _direction(vec, self.__name__)
+        self.vec = direction(vec, self.__name__)
         self.cossim_pow = cossim_pow
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values, min_dim=2)
-        _check_vector_channels(self.vec.shape[1], s.shape[1], self.__name__)
-        _check_vector_batch(self.vec.shape[0], s.shape[0], self.__name__)
+        s = self._selected(targets_to_values)
+        check_vector_channels(self.vec.shape[1], s.shape[1], self.__name__)
+        check_vector_batch(self.vec.shape[0], s.shape[0], self.__name__)
         vec = self.vec.reshape(self.vec.shape[0], -1, 1).to(device=s.device, dtype=s.dtype)
         out = Fn.dot_cossim(s.reshape(s.shape[0], s.shape[1], -1), vec, self.cossim_pow)
         return out.reshape((s.shape[0],) + tuple(s.shape[2:]))
@@ -449,25 +359,27 @@ class NeuronDirection(_Objective):
     count mismatch raises ValueError.
     """
 
+    ranks = IMAGE
+
     def __init__(self, target: Any, vec: torch.Tensor, x: Optional[int] = None,
                  y: Optional[int] = None, channel_index: Optional[int] = None,
                  cossim_pow: float = 0.0, batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
-        self.vec = _direction(vec, self.__name__)
-        self.x = _optional_index(x, self.__name__, "x")
-        self.y = _optional_index(y, self.__name__, "y")
-        self.channel_index = _optional_index(channel_index, self.__name__, "channel_index")
+        self.vec = direction(vec, self.__name__)
+        self.x = optional_index(x, self.__name__, "x")
+        self.y = optional_index(y, self.__name__, "y")
+        self.channel_index = optional_index(channel_index, self.__name__, "channel_index")
         self.cossim_pow = cossim_pow
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values, dims=(4,))
-        _check_vector_channels(self.vec.shape[1], s.shape[1], self.__name__)
-        _check_vector_batch(self.vec.shape[0], s.shape[0], self.__name__)
-        px, py = _neuron_position(self.__name__, s, self.x, self.y)
+        s = self._selected(targets_to_values)
+        check_vector_channels(self.vec.shape[1], s.shape[1], self.__name__)
+        check_vector_batch(self.vec.shape[0], s.shape[0], self.__name__)
+        px, py = neuron_position(self.__name__, s, self.x, self.y)
         neuron = s[:, :, px, py].unsqueeze(2)
         vec = self.vec.reshape(self.vec.shape[0], -1, 1).to(device=s.device, dtype=s.dtype)
         if self.channel_index is not None:
-            c = _check_position(self.channel_index, s.shape[1], self.__name__, "channel_index",
+            c = check_position(self.channel_index, s.shape[1], self.__name__, "channel_index",
                                 "the channel dim")
             neuron, vec = neuron[:, c:c + 1], vec[:, c:c + 1]
         return Fn.dot_cossim(neuron, vec, self.cossim_pow).reshape(s.shape[0], 1, 1)
@@ -481,23 +393,27 @@ class AngledNeuronDirection(_Objective):
     result ``dot_b · clamp(c_b, 0.1)^cossim_pow`` of shape (B',). With ``cossim_pow=0`` the
     elementwise product ``S·u``, (B', C). ``vec`` may be (B', C), one direction per sample.
 
+    Activations (B, C, H, W) (the neuron at x, y) or (B, C) (the vector itself).
+
     Differences from Captum: dot product and norm are per sample, not over the whole batch
     (identical for a single selected sample).
     """
+
+    ranks = IMAGE_OR_VECTOR
 
     def __init__(self, target: Any, vec: torch.Tensor,
                  vec_whitened: Optional[torch.Tensor] = None, cossim_pow: float = 4.0,
                  x: Optional[int] = None, y: Optional[int] = None, eps: float = 1e-4,
                  batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
-        vec = _vector(vec, self.__name__)
+        vec = vector(vec, self.__name__)
         if vec.dim() == 1:
             vec = vec.unsqueeze(0)
         if vec.dim() != 2:
             raise ValueError(f"{self.__name__}: vec must be 1-D (C,) or 2-D (1 or B', C), got "
                              f"shape {tuple(vec.shape)}")
         if vec_whitened is not None:
-            vec_whitened = _vector(vec_whitened, self.__name__, "vec_whitened")
+            vec_whitened = vector(vec_whitened, self.__name__, "vec_whitened")
             c = vec.shape[1]
             if tuple(vec_whitened.shape) != (c, c):
                 raise ValueError(f"{self.__name__}: vec_whitened must be a ({c}, {c}) matrix "
@@ -506,17 +422,17 @@ class AngledNeuronDirection(_Objective):
         self.vec = vec
         self.vec_whitened = vec_whitened
         self.cossim_pow = cossim_pow
-        self.x = _optional_index(x, self.__name__, "x")
-        self.y = _optional_index(y, self.__name__, "y")
+        self.x = optional_index(x, self.__name__, "x")
+        self.y = optional_index(y, self.__name__, "y")
         self.eps = eps
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values, dims=(2, 4))
+        s = self._selected(targets_to_values)
         if s.dim() == 4:
-            px, py = _neuron_position(self.__name__, s, self.x, self.y)
+            px, py = neuron_position(self.__name__, s, self.x, self.y)
             s = s[:, :, px, py]
-        _check_vector_channels(self.vec.shape[1], s.shape[1], self.__name__)
-        _check_vector_batch(self.vec.shape[0], s.shape[0], self.__name__)
+        check_vector_channels(self.vec.shape[1], s.shape[1], self.__name__)
+        check_vector_batch(self.vec.shape[0], s.shape[0], self.__name__)
         u = self.vec if self.vec_whitened is None else self.vec @ self.vec_whitened
         u = u.to(device=s.device, dtype=s.dtype)
         if self.cossim_pow == 0:
@@ -534,10 +450,12 @@ class TensorDirection(_Objective):
     count, raises ValueError instead of slicing with negative offsets or broadcasting.
     """
 
+    ranks = IMAGE
+
     def __init__(self, target: Any, vec: torch.Tensor, cossim_pow: float = 0.0,
                  batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
-        vec = _vector(vec, self.__name__)
+        vec = vector(vec, self.__name__)
         if vec.dim() != 4:
             raise ValueError(f"{self.__name__}: vec must be 4-D (1 or B', C, H, W), got shape "
                              f"{tuple(vec.shape)}")
@@ -545,10 +463,10 @@ class TensorDirection(_Objective):
         self.cossim_pow = cossim_pow
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values, dims=(4,))
+        s = self._selected(targets_to_values)
         bv, c, hv, wv = self.vec.shape
-        _check_vector_channels(c, s.shape[1], self.__name__)
-        _check_vector_batch(bv, s.shape[0], self.__name__)
+        check_vector_channels(c, s.shape[1], self.__name__)
+        check_vector_batch(bv, s.shape[0], self.__name__)
         h, w = s.shape[2], s.shape[3]
         if hv > h or wv > w:
             raise ValueError(f"{self.__name__}: vec's spatial size {hv}x{wv} is larger than the "
@@ -564,7 +482,8 @@ class ActivationWeights(BaseLoss):
 
     Whole activation: same shape as it. Neuron mode (``neuron=True`` or x/y given): the neuron
     vector at (x, y), shape (B, C). With a window (x, y, wx, wy all given): the window
-    ``[x:x+wx]`` along dim 2 and ``[y:y+wy]`` along dim 3, shape (B, C, wx, wy).
+    ``[x:x+wx]`` along dim 2 and ``[y:y+wy]`` along dim 3, shape (B, C, wx, wy). Activations
+    (B, C, H, W), or (B, C) for the whole-activation mode.
 
     Differences from Captum: one axis convention for both neuron paths (x/wx along dim 2,
     y/wy along dim 3); the neuron path always returns (B, C) (no squeeze of the batch dim).
@@ -576,12 +495,12 @@ class ActivationWeights(BaseLoss):
         super().__init__(target)
         if weights is None:
             raise ValueError(f"{self.__name__}: weights is required (one per channel)")
-        self.weights = _vector(weights, self.__name__, "weights").reshape(-1)
+        self.weights = vector(weights, self.__name__, "weights").reshape(-1)
         self.neuron = bool(neuron) or x is not None or y is not None
-        self.x = _optional_index(x, self.__name__, "x")
-        self.y = _optional_index(y, self.__name__, "y")
-        self.wx = _optional_index(wx, self.__name__, "wx")
-        self.wy = _optional_index(wy, self.__name__, "wy")
+        self.x = optional_index(x, self.__name__, "x")
+        self.y = optional_index(y, self.__name__, "y")
+        self.wx = optional_index(wx, self.__name__, "wx")
+        self.wy = optional_index(wy, self.__name__, "wy")
         window = (self.wx, self.wy)
         if window != (None, None) and None in (self.x, self.y, self.wx, self.wy):
             raise ValueError(f"{self.__name__}: a window needs x, y, wx and wy all given "
@@ -591,20 +510,19 @@ class ActivationWeights(BaseLoss):
                 raise ValueError(f"{self.__name__}: {arg} must be >= 1, got {size}")
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        acts = _activation(self.__name__, targets_to_values, self.target,
-                           dims=(4,) if self.neuron else None, min_dim=2)
-        if acts.shape[0] == 0:
-            raise ValueError(f"{self.__name__}: the activation has an empty batch")
+        acts = nonempty_batch(activation(self.__name__, targets_to_values, self.target,
+                                         IMAGE if self.neuron else IMAGE_OR_VECTOR),
+                              self.__name__, self.target)
         c = acts.shape[1]
         if self.weights.numel() not in (1, c):
             raise ValueError(f"{self.__name__}: weights has {self.weights.numel()} entries but "
                              f"the activation has {c} channels")
         weights = self.weights.to(device=acts.device, dtype=acts.dtype)
         if self.neuron and self.wx is None:
-            px, py = _neuron_position(self.__name__, acts, self.x, self.y)
+            px, py = neuron_position(self.__name__, acts, self.x, self.y)
             return acts[:, :, px, py] * weights
         if self.neuron:
-            px, py = _neuron_position(self.__name__, acts, self.x, self.y)
+            px, py = neuron_position(self.__name__, acts, self.x, self.y)
             for arg, start, size, total in (("wx", px, self.wx, acts.shape[2]),
                                             ("wy", py, self.wy, acts.shape[3])):
                 if start + size > total:
@@ -625,7 +543,7 @@ def _projection(owner: str, acts: torch.Tensor, vec: torch.Tensor,
     x = activation_fn(acts) if activation_fn is not None else acts
     if x.dim() > 2 and channel_last:
         x = x.movedim(-1, 1)
-    _check_vector_channels(vec.numel(), x.shape[1], owner)
+    check_vector_channels(vec.numel(), x.shape[1], owner)
     vec = vec.to(device=x.device, dtype=x.dtype).reshape(1, -1, 1)
     per_position = Fn.dot_cossim(x.reshape(x.shape[0], x.shape[1], -1), vec, 0.0)
     if acts.dim() == 2:
@@ -633,19 +551,12 @@ def _projection(owner: str, acts: torch.Tensor, vec: torch.Tensor,
     return _mean(per_position, dim=1)
 
 
-def _one_d(vec: Any, owner: str) -> torch.Tensor:
-    vec = _vector(vec, owner)
-    if vec.dim() != 1:
-        raise ValueError(f"{owner}: vec must be 1-D (C,), got shape {tuple(vec.shape)}")
-    return vec
-
-
 class VectorLoss(_Objective):
     """Mean over samples and positions of ``Σ_c act(S)_c · vec_c`` (a channel projection); 0-dim.
 
     ``activation_fn`` (default ReLU; None for none) is applied first.
-    ``move_channel_dim_to_final_dim=False`` means the activation is already channels-last
-    (N, ..., C).
+    Activations (B, C, H, W) or (B, C); ``move_channel_dim_to_final_dim=False`` means they are
+    already channels-last: (B, H, W, C), (B, L, C) (tokens) or (B, C).
     """
 
     def __init__(self, target: Any, vec: torch.Tensor,
@@ -653,12 +564,13 @@ class VectorLoss(_Objective):
                  move_channel_dim_to_final_dim: bool = True,
                  batch_index: BatchIndex = None) -> None:
         super().__init__(target, batch_index)
-        self.vec = _one_d(vec, self.__name__)
+        self.vec = one_d_vector(vec, self.__name__)
         self.activation_fn = activation_fn
         self.move_channel_dim_to_final_dim = move_channel_dim_to_final_dim
+        self.ranks = IMAGE_OR_VECTOR if move_channel_dim_to_final_dim else CHANNELS_LAST
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values, min_dim=2)
+        s = self._selected(targets_to_values)
         return _mean(_projection(self.__name__, s, self.vec, self.activation_fn,
                                  not self.move_channel_dim_to_final_dim))
 
@@ -670,7 +582,8 @@ class FacetLoss(BaseLoss):
     target (a constant: no second-order graph); result ``Σ (L ⊙ relu(g) ⊙ facet_weights)``,
     0-dim, with spatial sums first for 2-D weights, 4-D weights resized (nearest) to the
     layer's spatial size, and an optional ``strength`` scale (a number, or a (start, end) pair
-    spread over the batch with linspace).
+    spread over the batch with linspace). Both activations are (B, C, H, W) or (B, C); 4-D
+    weights need a 4-D layer activation.
 
     Differences from Captum: ``strength=None`` means no scaling and any number scales, 0
     included.
@@ -680,10 +593,10 @@ class FacetLoss(BaseLoss):
                  facet_weights: torch.Tensor, strength: Union[None, float, Sequence[float]] = None,
                  batch_index: BatchIndex = None) -> None:
         super().__init__([ultimate_target, layer_target], batch_index)
-        self.vec = _one_d(vec, self.__name__)
+        self.vec = one_d_vector(vec, self.__name__)
         self.ultimate_target = ultimate_target
         self.layer_target = layer_target
-        weights = _vector(facet_weights, self.__name__, "facet_weights")
+        weights = vector(facet_weights, self.__name__, "facet_weights")
         if weights.dim() not in (2, 4):
             raise ValueError(f"{self.__name__}: facet_weights must be 2-D (1, C) or 4-D "
                              f"(1, C, H, W), got shape {tuple(weights.shape)}")
@@ -691,22 +604,25 @@ class FacetLoss(BaseLoss):
         if isinstance(strength, (list, tuple)) and len(strength) != 2:
             raise ValueError(f"{self.__name__}: strength as a sequence must be a (start, end) "
                              f"pair, got {strength!r}")
-        if strength is not None and not isinstance(strength, (list, tuple, int, float)):
+        if strength is not None and not isinstance(strength, (list, tuple, numbers.Real)):
             raise TypeError(f"{self.__name__}: strength must be a number or a (start, end) pair, "
                             f"got {type(strength).__name__}")
         self.strength = strength
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
         owner = self.__name__
-        ultimate = select_batch(_activation(owner, targets_to_values, self.ultimate_target, 2),
-                                self.batch_index, owner)
-        layer_full = _activation(owner, targets_to_values, self.layer_target, 2)
+        ultimate = select_batch(activation(owner, targets_to_values, self.ultimate_target,
+                                           IMAGE_OR_VECTOR), self.batch_index, owner)
+        layer_full = activation(owner, targets_to_values, self.layer_target, IMAGE_OR_VECTOR)
         if not layer_full.requires_grad:
             raise ValueError(f"{owner}: the activation of layer_target {self.layer_target!r} is "
                              "not in an autograd graph (it must require grad)")
         if self.facet_weights.shape[1] != layer_full.shape[1]:
             raise ValueError(f"{owner}: facet_weights has {self.facet_weights.shape[1]} channels "
                              f"but the layer activation has {layer_full.shape[1]}")
+        if self.facet_weights.dim() == 4 and layer_full.dim() != 4:
+            raise ValueError(f"{owner}: 4-D facet_weights need a 4-D layer activation, got shape "
+                             f"{tuple(layer_full.shape)}")
         z = _projection(owner, ultimate, self.vec, F.relu, False)
         (grad,) = torch.autograd.grad(z, layer_full, torch.ones_like(z), retain_graph=True,
                                       allow_unused=True)

@@ -1,4 +1,7 @@
 """Composition: operators, names, targets, shapes, and flat evaluation of long chains."""
+import operator
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -30,13 +33,57 @@ def test_zero_dim_tensor_is_a_number(acts):
     assert torch.allclose((k - fo.LayerActivation("a"))(acts), 2.5 - acts["a"])
 
 
-@pytest.mark.parametrize("other", ["x", [1.0], torch.ones(2), np.float32(1.0), None])
+@pytest.mark.parametrize("number", [np.float32(2.5), np.float64(2.5), np.int64(3), np.array(2.5),
+                                    np.array(3, dtype=np.int16), Fraction(5, 2), True])
+def test_any_real_number_composes(acts, number):
+    layer, a, k = fo.LayerActivation("a"), acts["a"], float(number)
+    for loss, expected in [(layer * number, a * k), (number * layer, k * a),
+                           (layer - number, a - k), (number - layer, k - a),
+                           (layer / number, a / k), (layer ** number, a ** k)]:
+        value = loss(acts)
+        assert isinstance(value, torch.Tensor) and value.dtype == a.dtype
+        assert torch.allclose(value, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("other", ["x", [1.0], torch.ones(2), np.ones(2), 1j, None])
 def test_other_operands_raise_type_error_naming_the_type(other):
     layer = fo.LayerActivation("a")
     with pytest.raises(TypeError, match=type(other).__name__):
         layer + other
     with pytest.raises(TypeError, match=type(other).__name__):
-        other * layer if not isinstance(other, (torch.Tensor, np.floating)) else layer * other
+        other * layer if not isinstance(other, torch.Tensor) else layer * other
+
+
+def test_default_loss_summarize_needs_a_tensor(acts):
+    assert torch.equal(fo.default_loss_summarize(acts["b"]), -acts["b"].mean())
+    for bad in (1.0, [1.0], None):
+        with pytest.raises(TypeError, match="default_loss_summarize.*tensor"):
+            fo.default_loss_summarize(bad)
+
+
+def test_module_op_as_in_captum():
+    """Captum's module-level operator functions: names, targets, values and errors."""
+    acts = {"a": torch.randn(3, 4, 5, 6)}
+    one, two = fo.ChannelActivation("a", 0), fo.ChannelActivation("a", 1)
+    c0, c1 = acts["a"][:, 0], acts["a"][:, 1]
+    neg = fo.module_op(one, None, operator.neg)
+    assert neg.__name__ == "ChannelActivation" and torch.equal(neg(acts), -c0)
+    plus = fo.module_op(one, 1.0, operator.add)
+    assert plus.__name__ == "ChannelActivation" and torch.equal(plus(acts), c0 + 1.0)
+    both = fo.module_op(one, two, operator.add)
+    assert both.__name__ == "Compose(ChannelActivation, ChannelActivation)"
+    assert both.target == ["a"] and torch.allclose(both(acts), c0.mean() + c1.mean())
+    ratio = fo.module_op(one, two, operator.truediv)
+    assert torch.allclose(ratio(acts), c0.mean() / c1.mean())
+    assert torch.allclose(fo.rmodule_op(one, 2.0, operator.pow)(acts), 2.0 ** c0)
+    assert torch.allclose(fo.rmodule_op(one, 3.0, operator.sub)(acts), 3.0 - c0)
+    for call in (fo.module_op, fo.rmodule_op):
+        with pytest.raises(TypeError, match="str"):
+            call(one, "string", operator.pow)
+    with pytest.raises(TypeError, match="second operand"):
+        fo.module_op(one, None, operator.add)
+    with pytest.raises(TypeError, match="must be a Loss"):
+        fo.module_op(2.0, one, operator.add)
 
 
 def test_loss_with_loss_is_mean_against_mean(acts):
@@ -98,8 +145,8 @@ def test_shared_subloss_is_evaluated_once(acts):
     assert len(calls) == 1
 
 
-def test_composite_loss_and_gradients(acts):
-    x = acts["a"].clone().requires_grad_()
+def test_composite_loss_and_gradients():
+    x = torch.randn(3, 4, 5, 2, requires_grad=True)
     loss = 2 * fo.LayerActivation("a") - fo.Diversity("a") + abs(fo.L1("a"))
     value = fo.default_loss_summarize(loss({"a": x}))
     value.backward()

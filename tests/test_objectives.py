@@ -105,13 +105,13 @@ def test_diversity_single_sample_is_tensor_in_graph(acts):
     assert a.grad is not None and torch.isfinite(a.grad).all()
 
 
-def test_diversity_non_view_compatible_and_rank3():
+def test_diversity_non_view_compatible_and_pooled():
     a = torch.randn(4, 6, 5, 7, dtype=torch.float64).transpose(2, 3)  # not .view-able
     expected = pairwise_diversity(a.contiguous())
     assert call(fo.Diversity("t"), a).item() == pytest.approx(expected.item(), rel=1e-10)
-    tokens = torch.randn(3, 5, 11, dtype=torch.float64)
-    assert call(fo.Diversity("t"), tokens).item() == \
-        pytest.approx(pairwise_diversity(tokens).item(), rel=1e-10)
+    pooled = torch.randn(3, 11, dtype=torch.float64)  # (B, C): each Gram is v vᵀ
+    assert call(fo.Diversity("t"), pooled).item() == \
+        pytest.approx(pairwise_diversity(pooled[:, :, None]).item(), rel=1e-10)
 
 
 @pytest.mark.parametrize("c1, c2", [(None, None), (0, 2), (-1, 0), (3, None)])

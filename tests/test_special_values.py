@@ -170,14 +170,19 @@ def test_diversity_with_one_all_zero_sample(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_diversity_single_sample_is_zero_tensor_in_graph(backend):
-    x = base_activation()[:1].requires_grad_()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("batch_index", [None, 2, -1, (1, 2)])
+def test_diversity_single_sample_is_zero_tensor_in_graph(backend, dtype, batch_index):
+    """No pair of samples: exactly 0.0 by construction (not by cancellation, which is one ulp
+    off on some CPUs), in the graph, with an exactly zero gradient."""
+    x = base_activation().to(dtype)
+    x = (x[:1] if batch_index is None else x).requires_grad_()
     with fo.use_backend(backend):
-        value = fo.Diversity(T)({T: x})
+        value = fo.Diversity(T, batch_index=batch_index)({T: x})
     assert isinstance(value, torch.Tensor) and value.shape == () and value.requires_grad
-    assert value.item() == 0.0
-    value.backward()
-    assert torch.isfinite(x.grad).all()
+    assert value.dtype == dtype and value.item() == 0.0
+    (value * 1.7).backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
 
 
 # --------------------------------------------------------------------------------------------

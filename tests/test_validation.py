@@ -128,6 +128,31 @@ def test_activation_of_wrong_rank(name, shape, backend):
     call_raises(ALL[name](), {T: x}, ValueError, named(name, "rank", str(tuple(shape))))
 
 
+# Everything that reads dim 1 as channels refuses rank 3, the usual shape of an unbatched
+# image's activation; the elementwise objectives take any rank.
+ELEMENTWISE = {"LayerActivation", "DeepDream", "L1", "L2"}
+
+
+@pytest.mark.parametrize("name", sorted(set(ALL) - ELEMENTWISE))
+def test_unbatched_activation_is_refused_with_a_hint(name, backend):
+    x = torch.randn(C, H, W, requires_grad=True)
+    call_raises(ALL[name](), {T: x}, ValueError,
+                named(name, "rank 4 (B, C, H, W)", str((C, H, W)), "x.unsqueeze(0)"))
+
+
+def test_unbatched_image_through_a_conv_is_refused(backend):
+    conv = torch.nn.Conv2d(3, 16, 3)
+    image = torch.rand(3, 12, 10)  # no batch dim: the conv accepts it and returns (16, 10, 8)
+    with pytest.raises(ValueError, match=named("ChannelActivation", "(16, 10, 8)", "unsqueeze")):
+        fo.ChannelActivation(conv, 5)(fo.collect_activations(conv, [conv], image))
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_objectives_take_any_rank(name, backend):
+    for shape in ((B,), (B, C, H), (B, C, H, W, 2)):
+        assert ALL[name]()({T: torch.randn(shape)}).dim() in (0, len(shape))
+
+
 def test_activation_weights_neuron_needs_4d(backend):
     loss = fo.ActivationWeights(T, vec(), neuron=True)
     call_raises(loss, {T: torch.randn(B, C)}, ValueError, named("ActivationWeights", "rank"))
@@ -419,8 +444,9 @@ def test_process_group_without_init():
 # --------------------------------------------------------------------------------------------
 
 BAD_OPERANDS = [("str", "a"), ("list", [1.0, 2.0]), ("ndarray", np.array([1.0, 2.0])),
-                ("ndarray", np.array(2.0)), ("NoneType", None), ("Tensor", torch.ones(2)),
-                ("dict", {}), ("complex", 1j)]
+                ("ndarray", np.array(2j)), ("NoneType", None), ("Tensor", torch.ones(2)),
+                ("dict", {}), ("complex", 1j), ("complex128", np.complex128(1j)),
+                ("Tensor", torch.tensor(1j))]
 OPS = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
     "truediv": lambda a, b: a / b, "pow": lambda a, b: a ** b,
@@ -441,7 +467,7 @@ def test_composition_with_bad_operand(type_name, operand, op):
 def test_composition_with_numpy_array_does_not_broadcast_losses():
     # numpy would otherwise build an object array of losses, one per element.
     loss = fo.L1(T)
-    for operand in (np.array([1.0, 2.0]), np.float32(2.0), np.ones((2, 2))):
+    for operand in (np.array([1.0, 2.0]), np.ones((2, 2))):
         with pytest.raises(TypeError, match=type(operand).__name__):
             operand + loss
         with pytest.raises(TypeError, match=type(operand).__name__):

@@ -28,14 +28,11 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
+from .. import objectives
+
 __all__ = ["OBJECTIVE_NAMES", "TENSOR_ARGUMENTS", "check_expression", "parse_objective"]
 
-OBJECTIVE_NAMES = frozenset({
-    "LayerActivation", "ChannelActivation", "NeuronActivation", "DeepDream", "TotalVariation",
-    "L1", "L2", "Diversity", "ActivationInterpolation", "Alignment", "Direction",
-    "NeuronDirection", "AngledNeuronDirection", "TensorDirection", "ActivationWeights",
-    "L2Mean", "VectorLoss", "FacetLoss",
-})
+OBJECTIVE_NAMES = frozenset(objectives.__all__)
 
 TENSOR_ARGUMENTS = frozenset({"vec", "vec_whitened", "weights", "facet_weights"})
 
@@ -231,11 +228,6 @@ class _Evaluator:
 
 
 def _default_namespace() -> Dict[str, Callable[..., Any]]:
-    from .. import objectives
-
-    missing = [n for n in OBJECTIVE_NAMES if not hasattr(objectives, n)]
-    if missing:  # pragma: no cover - guards against a renamed objective
-        raise RuntimeError(f"fastobj.objectives lacks {', '.join(sorted(missing))}")
     return {n: getattr(objectives, n) for n in OBJECTIVE_NAMES}
 
 
