@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import functional as Fn
-from .distributed import alignment_distributed, all_reduce_replicated
+from .distributed import alignment_distributed, diversity_distributed
 from .loss import BaseLoss, BatchIndex, ModuleOutputMapping, as_index, select_batch
 
 ChannelIndex = Union[int, Sequence[int], torch.Tensor]
@@ -337,14 +337,12 @@ class Diversity(_Objective):
         self.process_group = _check_process_group(process_group, self.__name__)
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
+        if self.process_group is not None:
+            return diversity_distributed(
+                self.__name__, lambda: self._selected(targets_to_values, min_dim=2),
+                self.process_group)
         s = self._selected(targets_to_values, min_dim=2)
-        feats = s.reshape(s.shape[0], s.shape[1], -1)
-        if self.process_group is None:
-            return Fn.diversity(feats)
-        sums, sq = Fn.diversity_sums(feats)
-        sums, sq, count = all_reduce_replicated(
-            [sums, sq, sums.new_tensor(float(feats.shape[0]))], self.process_group)
-        return Fn.diversity_value(sums, sq, count).to(s.dtype)
+        return Fn.diversity(s.reshape(s.shape[0], s.shape[1], -1))
 
 
 class ActivationInterpolation(BaseLoss):
@@ -402,10 +400,10 @@ class Alignment(_Objective):
         self.process_group = _check_process_group(process_group, self.__name__)
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values)
         if self.process_group is not None:
-            return alignment_distributed(s, self.decay_ratio, self.process_group)
-        return Fn.alignment_ref(s, self.decay_ratio)
+            return alignment_distributed(self.__name__, lambda: self._selected(targets_to_values),
+                                         self.decay_ratio, self.process_group)
+        return Fn.alignment_ref(self._selected(targets_to_values), self.decay_ratio)
 
 
 # --------------------------------------------------------------------------------------------
