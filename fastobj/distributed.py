@@ -43,12 +43,12 @@ import torch.distributed as dist
 
 from . import functional as Fn
 
-_TEXT_SLOTS = 2  # int64 slots per short text field: 16 ASCII bytes
+_TEXT_SLOTS = 4  # int64 slots per text field (objective, dtype, device): 32 ASCII bytes
 _SAMPLE_DIMS = 8  # sample dims sent exactly; further dims are folded into the last slot
 _MESSAGE_BYTES = 512  # bytes of each rank's error message sent when a rank is flagged
 
 
-class Shard(NamedTuple):
+class ShardHeader(NamedTuple):
     """One rank's header, decoded."""
     ok: bool
     count: int
@@ -68,7 +68,8 @@ def _text(codes: Sequence[int]) -> str:
 
 
 def _header(objective: str, shard: Optional[torch.Tensor]) -> List[int]:
-    """[ok, count, ndim, objective, dtype, device, sample dims]; zeros for a failed shard."""
+    """[ok, count, number of sample dims, objective, dtype, device, sample dims] as int64s,
+    the same length for every shard; only the objective for a failed one."""
     if shard is None:
         return [0, 0, 0] + _text_codes(objective) + [0] * (2 * _TEXT_SLOTS + _SAMPLE_DIMS)
     dims = list(shard.shape[1:])
@@ -79,11 +80,11 @@ def _header(objective: str, shard: Optional[torch.Tensor]) -> List[int]:
             + _text_codes(shard.device.type) + dims + [0] * (_SAMPLE_DIMS - len(dims)))
 
 
-def _decode(header: List[int]) -> Shard:
+def _decode(header: List[int]) -> ShardHeader:
     ok, count, ndim = header[:3]
     texts = [_text(header[3 + i * _TEXT_SLOTS:3 + (i + 1) * _TEXT_SLOTS]) for i in range(3)]
     dims = header[3 + 3 * _TEXT_SLOTS:]
-    return Shard(bool(ok), count, *texts, tuple(dims[:ndim]))
+    return ShardHeader(bool(ok), count, *texts, tuple(dims[:ndim]))
 
 
 def _collective_device(group: Any, shard: Optional[torch.Tensor]) -> torch.device:
@@ -128,7 +129,7 @@ def _local_message(error: Exception, objective: str) -> str:
 
 def agree(objective: str, group: Any, local: Callable[[], Tuple[torch.Tensor, ...]],
           compared: Tuple[str, Callable[[Tuple[int, ...]], Any]]
-          ) -> Tuple[Tuple[torch.Tensor, ...], List[Shard]]:
+          ) -> Tuple[Tuple[torch.Tensor, ...], List[ShardHeader]]:
     """Run ``local()`` -> (shard, *more) on this rank and agree on it with every rank of
     ``group`` in one all-gather; returns local()'s outputs and every rank's decoded header.
 
@@ -143,9 +144,9 @@ def agree(objective: str, group: Any, local: Callable[[], Tuple[torch.Tensor, ..
         outputs, error = local(), None
     except Exception as caught:  # reported to every rank below, then re-raised from
         outputs, error = None, caught
-    shard = None if outputs is None else outputs[0]
-    device = _collective_device(group, shard)
-    header = _header(objective, shard)
+    mine = None if outputs is None else outputs[0]
+    device = _collective_device(group, mine)
+    header = _header(objective, mine)
     rows = _all_gather_rows(torch.tensor(header, dtype=torch.int64, device=device), group)
     ranks = dist.get_process_group_ranks(group)
     shards = dict(zip(ranks, map(_decode, rows)))

@@ -32,6 +32,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 import fastobj as fo
+from fastobj.distributed import ShardHeader, _decode, _header
 
 T = "act"
 C, H, W = 3, 2, 3
@@ -187,6 +188,17 @@ def test_sharded_equals_whole_batch(world, tmp_path):
 # --------------------------------------------------------------------------------------------
 # Faults: one rank's bad input must make every rank raise, at once.
 # --------------------------------------------------------------------------------------------
+
+def test_header_round_trip():
+    """What a rank sends in the header decodes to what the others compare; sample dims past
+    the eighth fold into one, so every header has the same length."""
+    shard = torch.zeros(5, 3, 2, 1, 2, 1, 1, 2, 3, 2, 2, dtype=torch.bfloat16)
+    header = _header("Alignment", shard)
+    assert len(header) == len(_header("Diversity", None))
+    assert _decode(header) == ShardHeader(True, 5, "Alignment", "bfloat16", "cpu",
+                                    (3, 2, 1, 2, 1, 1, 2, 12))
+    assert _decode(_header("Diversity", None)) == ShardHeader(False, 0, "Diversity", "", "", ())
+
 
 FAULT_GLOO_TIMEOUT = 60  # the world group's timeout; no fault case may come near it
 SHORT_TIMEOUT = 2  # seconds: timeout of the two groups of the "different-groups" case
