@@ -22,7 +22,7 @@ What the header cannot catch: collectives only meet among ranks that call them o
 group. A rank that never calls the objective (it raised earlier, skipped the call, or was given
 ``process_group=None``) or calls it on another group object leaves its peers waiting until the
 group's timeout; torch then raises in them (gloo: "Timed out waiting ... for recv"), or at once
-if the missing rank's process has exited (gloo: "Connection reset by peer"). A fingerprint of
+if the missing rank's process has exited (gloo: "Connection closed by peer"). A fingerprint of
 the group in the header would add nothing: ranks whose headers meet share the group. A rank
 that is not a member of ``process_group`` is refused at once, before any collective.
 
@@ -31,7 +31,9 @@ Alignment all-reduces the gradient of the gathered heads, whose shape and dtype 
 the forward (autograd hands a backward the gradient in its output's shape and dtype), so it
 cannot mismatch; non-finite gradients pass through as values, not errors. What can hang is a
 rank that does not back-propagate through the value, or does so a different number of times:
-its peers wait in that all-reduce until the timeout.
+its peers wait in that all-reduce until the timeout. That includes a rank whose ``backward``
+call torch refuses: an upstream gradient of the wrong shape is refused before any node runs,
+so no status can be sent from there (one of another dtype is cast, and runs).
 """
 from __future__ import annotations
 
