@@ -205,7 +205,10 @@ SHORT_TIMEOUT = 2  # seconds: timeout of the two groups of the "different-groups
 FAULT_LAUNCH_TIMEOUT = 90
 
 
-def fault_shard(rank, count=4, channels=C, width=W, dtype=torch.float64):
+FAULT_COUNT = 4  # samples per rank in the fault cases
+
+
+def fault_shard(rank, count=FAULT_COUNT, channels=C, width=W, dtype=torch.float64):
     g = torch.Generator().manual_seed(200 + rank)
     return torch.randn(count, channels, H, width, generator=g, dtype=dtype)
 
@@ -296,6 +299,17 @@ def _fault_worker(rank, world, init_file, out_dir):
     _timed(results, "different-groups",
            lambda: fault_objective("diversity", group)({T: fault_shard(rank)}).detach())
 
+    def float32_upstream_on_last_rank():
+        # Alignment's backward all-reduces the heads' gradient; autograd casts an upstream
+        # gradient of another dtype, so its shape and dtype still agree across ranks.
+        x = fault_shard(rank).requires_grad_()
+        value = fault_objective("alignment", dist.group.WORLD)({T: x})
+        value.backward(torch.full_like(value, UPSTREAM,
+                                       dtype=torch.float32 if rank == bad else value.dtype))
+        return x.grad
+
+    _timed(results, "upstream-dtype", float32_upstream_on_last_rank)
+
     def healthy():
         x = fault_shard(rank).requires_grad_()
         value = fault_objective("diversity", dist.group.WORLD)({T: x}) \
@@ -346,6 +360,14 @@ def test_faults_raise_on_every_rank(world, tmp_path):
         kind, message, seconds = per_rank[r]["different-groups"]
         assert kind == "RuntimeError" and "Timed out" in message, (r, kind, message)
         assert SHORT_TIMEOUT <= seconds < bound
+
+    x = torch.cat([fault_shard(r) for r in range(world)]).requires_grad_()
+    (fault_objective("alignment", None)({T: x}) * UPSTREAM).sum().backward()
+    for r in range(world):
+        kind, grad, seconds = per_rank[r]["upstream-dtype"]
+        assert kind == "ok" and seconds < bound, (r, kind, grad)
+        rows = x.grad[FAULT_COUNT * r:FAULT_COUNT * (r + 1)]
+        torch.testing.assert_close(grad, rows, rtol=1e-6, atol=1e-9)
 
     values = [per_rank[r]["healthy-after"] for r in range(world)]
     assert all(kind == "ok" for kind, *_ in values), values
