@@ -104,9 +104,10 @@ def _collective_device(group: Any, shard: Optional[torch.Tensor]) -> torch.devic
 
 
 def _all_gather_rows(row: torch.Tensor, group: Any) -> List[List[int]]:
+    """Every rank's ``row``, in group rank order, read back to the host in one copy."""
     parts = [torch.empty_like(row) for _ in range(dist.get_world_size(group))]
     dist.all_gather(parts, row, group=group)
-    return [p.tolist() for p in parts]
+    return torch.stack(parts).tolist()
 
 
 def _ranks_text(ranks: List[int]) -> str:
