@@ -196,15 +196,13 @@ def test_header_round_trip():
     header = _header("Alignment", shard)
     assert len(header) == len(_header("Diversity", None))
     assert _decode(header) == ShardHeader(True, 5, "Alignment", "bfloat16", "cpu",
-                                    (3, 2, 1, 2, 1, 1, 2, 12))
+                                          (3, 2, 1, 2, 1, 1, 2, 12))
     assert _decode(_header("Diversity", None)) == ShardHeader(False, 0, "Diversity", "", "", ())
 
 
 FAULT_GLOO_TIMEOUT = 60  # the world group's timeout; no fault case may come near it
 SHORT_TIMEOUT = 2  # seconds: timeout of the two groups of the "different-groups" case
 FAULT_LAUNCH_TIMEOUT = 90
-
-
 FAULT_COUNT = 4  # samples per rank in the fault cases
 
 
