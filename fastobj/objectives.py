@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from . import functional as Fn
 from .checks import (ANY_RANK, CHANNELS_LAST, IMAGE, IMAGE_OR_VECTOR, BatchIndex, ChannelIndex,
                      ModuleOutputMapping, Ranks, activation, as_channel_index, check_channels,
-                     check_position, check_vector_batch, check_vector_channels, direction,
-                     check_process_group, neuron_position, nonempty_batch, one_d_vector, optional_index,
-                     select_batch, vector)
-from .distributed import alignment_distributed, all_reduce_replicated
+                     check_position, check_process_group, check_vector_batch,
+                     check_vector_channels, direction, neuron_position, nonempty_batch,
+                     one_d_vector, optional_index, select_batch, vector)
+from .distributed import alignment_distributed, diversity_distributed
 from .loss import BaseLoss
 
 __all__ = [
@@ -240,16 +240,13 @@ class Diversity(_Objective):
         self.process_group = check_process_group(process_group, self.__name__)
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
+        if self.process_group is not None:
+            return diversity_distributed(self.__name__, lambda: self._selected(targets_to_values),
+                                         self.process_group)
         s = self._selected(targets_to_values)
-        feats = s.reshape(s.shape[0], s.shape[1], -1)
-        if self.process_group is None:
-            if feats.shape[0] == 1:  # no pair of samples: the sum over i != j is empty
-                return _zero_in_graph(s)
-            return Fn.diversity(feats)
-        sums, sq = Fn.diversity_sums(feats)
-        sums, sq, count = all_reduce_replicated(
-            [sums, sq, sums.new_tensor(float(feats.shape[0]))], self.process_group)
-        return Fn.diversity_value(sums, sq, count).to(s.dtype)
+        if s.shape[0] == 1:  # no pair of samples: the sum over i != j is empty
+            return _zero_in_graph(s)
+        return Fn.diversity(s.reshape(s.shape[0], s.shape[1], -1))
 
 
 class ActivationInterpolation(BaseLoss):
@@ -310,10 +307,10 @@ class Alignment(_Objective):
         self.process_group = check_process_group(process_group, self.__name__)
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        s = self._selected(targets_to_values)
         if self.process_group is not None:
-            return alignment_distributed(s, self.decay_ratio, self.process_group)
-        return Fn.alignment_ref(s, self.decay_ratio)
+            return alignment_distributed(self.__name__, lambda: self._selected(targets_to_values),
+                                         self.decay_ratio, self.process_group)
+        return Fn.alignment_ref(self._selected(targets_to_values), self.decay_ratio)
 
 
 # --------------------------------------------------------------------------------------------
