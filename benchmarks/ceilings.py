@@ -7,6 +7,7 @@ the best the device did: the fastest of a few rounds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -41,7 +42,7 @@ def measure_ceilings(device: torch.device, dtypes: Sequence[str]) -> Ceilings:
     numel = (256 if cuda else 32) * 2 ** 20  # 1 GiB on CUDA, 128 MiB on CPU (float32)
     src = torch.empty(numel, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    seconds = measure(lambda: dst.copy_(src), device, ROUNDS, round_s).min_s
+    seconds = measure(functools.partial(dst.copy_, src), device, ROUNDS, round_s).min_s
     out.copy_gbs = 2 * src.numel() * src.element_size() / seconds / 1e9
     out.rows.append(_row("ceiling_copy", (numel,), "float32", seconds,
                          "dst.copy_(src); bytes = read + write", gbs=out.copy_gbs))
@@ -53,7 +54,7 @@ def measure_ceilings(device: torch.device, dtypes: Sequence[str]) -> Ceilings:
             continue
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
-        seconds = measure(lambda: torch.matmul(a, b), device, ROUNDS, round_s).min_s
+        seconds = measure(functools.partial(torch.matmul, a, b), device, ROUNDS, round_s).min_s
         out.matmul_tflops[name] = 2 * n ** 3 / seconds / 1e12
         out.rows.append(_row(
             "ceiling_matmul", (n, n, n), name, seconds,

@@ -173,10 +173,19 @@ def _threads(args: argparse.Namespace, device: torch.device) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``fastobj bench``. Returns 0, 1 when a provider failed, 2 on a usage error."""
     try:
-        preset, device, providers, dtypes = _resolve(args)
+        resolved = _resolve(args)
     except BenchError as exc:
         print(f"fastobj bench: error: {exc}", file=sys.stderr)
         return 2
+    threads = torch.get_num_threads()
+    try:
+        return _run(args, *resolved)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting comes back
+
+
+def _run(args: argparse.Namespace, preset: Preset, device: torch.device,
+         providers: Tuple[str, ...], dtypes: Optional[List[str]]) -> int:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if args.cold_compile:

@@ -61,7 +61,7 @@ def peak_memory(runner: Runner, call_s: float) -> Tuple[Optional[int], str]:
         sync(runner.device)
         torch.cuda.reset_peak_memory_stats(runner.device)
         before = torch.cuda.memory_allocated(runner.device)
-        result = runner.step()
+        result = runner.step()  # kept alive until the peak is read, as a caller would
         sync(runner.device)
         peak = torch.cuda.max_memory_allocated(runner.device) - before
         del result

@@ -148,7 +148,8 @@ def legend_notes(rows: Sequence[dict]) -> List[str]:
     notes = []
     if any(r.get("rough") for r in rows):
         notes.append(f"{ROUGH_MARK}: a rough figure: fewer than 3 rounds, or rounds that "
-                     "disagree by more than 20% (spread = interquartile range / median)")
+                     "disagree by more than 20% (spread = interquartile range / median), "
+                     "for the median or the objective's share")
     if any(r.get("is_reference") and r["provider"] == "fastobj" for r in rows):
         notes.append("fastobj=ref: fastobj's path here is the PyTorch reference itself")
     if any(r.get("kernel_s") is not None for r in rows):

@@ -1,8 +1,9 @@
 """The sweep: every point of a plan measured in interleaved rounds within a time budget.
 
 Round 1 visits every point: each provider is warmed up (its first call timed on its own, as
-``compile_s`` for ``compile``), its one-call memory peak and, on CUDA, its kernel time are
-taken, then one round of samples. It visits the smallest batch of every op first, then the
+``compile_s`` for ``compile``; a first call over :data:`WARM_UP_IS_NOISE_S` counts as the
+round), its one-call memory peak and, on CUDA, its kernel time are taken, then one round of
+samples. It visits the smallest batch of every op first, then the
 next batch of every op, and so on, so a time limit reached in round 1 costs every op its
 largest points rather than whole ops. Later rounds revisit every point, the providers of a
 point one after the other (in alternating order), until the preset's number of rounds is
@@ -14,8 +15,7 @@ The classic loops grow with B (the pairwise Diversity loop as B²); for each op,
 trailing shape the classic provider is run at increasing batch sizes only while the previous
 point's fastest call stayed under the per-call budget (``--budget``), and a point predicted
 (from the previous one and the op's growth in B) to take more than three budgets is skipped.
-A classic call slower than the budget is measured once (after its warm-up call, unless that
-took over three budgets).
+A classic call slower than the budget is measured once.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from .timing import Runner, Stats, kernel_time, summarize, take_round
 
 CLASSIC_SKIP_FACTOR = 3.0  # skip a classic point predicted to take more than this many budgets
 CLASSIC_PROBE_BATCH = 16  # batch of the calibration call before a large first classic point
+WARM_UP_IS_NOISE_S = 1.0  # a first call longer than this is taken as round 1 (not compile)
 SLOW_CALL_S = 0.25  # providers slower than this per call ...
 SLOW_ROUNDS = 3  # ... take at most this many rounds
 ROUND_COST_MARGIN = 1.15  # a further round starts only if its estimated cost, times this, fits
@@ -217,8 +218,8 @@ class Sweeper:
         runner = Runner(build_provider(op, provider), args, op.n_diff, case.mode,
                         self.s.device, self.s.seed)
         first = runner.time_call()
-        if provider == "classic" and first > CLASSIC_SKIP_FACTOR * self.s.budget_s:
-            call = first  # a Python loop of seconds: its warm-up effects are noise
+        if provider != "compile" and first > WARM_UP_IS_NOISE_S:
+            call = first  # warm-up effects are noise in a call this long: it serves as round 1
         else:
             call = runner.time_call()
         slow = call > SLOW_CALL_S
@@ -336,8 +337,10 @@ class Sweeper:
             "speedup_vs_classic": None if classic_s is None else classic_s / stats.median_s,
         })
         if measured.objective is not None and measured.objective.rounds:
-            objective_s = measured.objective.stats().median_s
-            row.update(objective_s=objective_s, objective_share=objective_s / stats.median_s)
+            objective = measured.objective.stats()
+            row.update(objective_s=objective.median_s,
+                       objective_share=objective.median_s / stats.median_s,
+                       rough=int(stats.rough or objective.rough))
         if cost is not None:
             seconds = kernel_s or stats.median_s  # the kernels' own rate where it is known
             row.update(flops=cost.flops, bytes=cost.bytes, bound=cost.bound,

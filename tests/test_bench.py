@@ -364,11 +364,13 @@ def test_result_columns_with_kernel_time_and_objective_share():
     step = presets.Case("render_step", (2, 3, 8, 8), "float32", "fwd+bwd", False)
     _one_point(sweeper, step, "fastobj", [0.2, 0.2, 0.2])
     part = sweeper.points[0].measured["fastobj"]
-    part.objective = sweep.Measured(part.runner, 0.05, 0.05, 5, rounds=[0.05, 0.05])
+    part.objective = sweep.Measured(part.runner, 0.05, 0.05, 5, rounds=[0.05, 0.05, 0.05])
     (row,) = sweeper.rows({})
     assert row["objective_s"] == 0.05 and row["objective_share"] == pytest.approx(0.25)
     assert row["is_reference"] == 1 and report.provider_label(row) == "fastobj=ref"
     assert row["rough"] == 0 and "kernel" not in report.format_table([row])
+    part.objective.rounds = [0.05]  # one round of the objective makes the share rough
+    assert sweeper.rows({})[0]["rough"] == 1
 
 
 def test_cost_models_come_from_the_kernels():
