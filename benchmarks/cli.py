@@ -20,6 +20,7 @@ from .machine import allowed_cpus, best_device, choose_threads, device_name, loa
 from .ops import DTYPE_ALIASES, DTYPES, MODES, OPS, PROVIDERS, canonical_dtype
 from .presets import PRESETS, Preset, plan
 from .sweep import Settings, Sweeper
+from .timing import uses_cpu_clock
 
 
 PLOT_INTERVAL_S = 20.0
@@ -167,7 +168,9 @@ def _threads(args: argparse.Namespace, device: torch.device) -> str:
     else:
         return f"threads: {torch.get_num_threads()} (torch's default; the GPU does the work)"
     torch.set_num_threads(threads)
-    return f"threads: {threads} ({why}; --threads N overrides)"
+    clock = ("times in process CPU time (one thread: other jobs' turns on the CPU do not count)"
+             if uses_cpu_clock(device) else "times in wall time")
+    return f"threads: {threads} ({why}; --threads N overrides); {clock}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,7 +210,8 @@ def _run(args: argparse.Namespace, preset: Preset, device: torch.device,
     version = getattr(fastobj, "__version__", "unknown")
     date = datetime.date.today().isoformat()
     base = {"run_id": run_id, "device": device.type, "device_name": dev_name,
-            "threads": torch.get_num_threads(), "fastobj_version": version,
+            "threads": torch.get_num_threads(),
+            "clock": "cpu" if uses_cpu_clock(device) else "wall", "fastobj_version": version,
             "torch_version": torch.__version__, "date": date, "preset": preset.name}
     header = (f"fastobj {version} bench: run {run_id}, preset {preset.name}, device {device} "
               f"({dev_name}), torch {torch.__version__}, float32 matmul precision "

@@ -12,13 +12,14 @@ import os
 from typing import List, Optional, Sequence
 
 from .ops import MODES, PROVIDERS
+from .timing import MIN_ROUNDS, WIDE_SPREAD
 
 CSV_NAME = "bench.csv"
 PLOT_NAME = "diversity.png"
 TABLE_NAME = "table.txt"
 CSV_COLUMNS = (
     "run_id", "op", "provider", "mode", "shape", "dtype", "device", "device_name", "threads",
-    "median_s", "spread", "rounds", "rough", "min_s", "is_reference", "kernel_s",
+    "clock", "median_s", "spread", "rounds", "rough", "min_s", "is_reference", "kernel_s",
     "kernel_method", "host_overhead_s", "objective_s", "objective_share", "peak_mem_bytes",
     "mem_method", "backend", "speedup_vs_classic", "compile_s", "flops", "bytes", "bound",
     "tflops", "gbs", "pct_of_ceiling", "fastobj_version", "torch_version", "date", "preset",
@@ -147,9 +148,9 @@ def legend_notes(rows: Sequence[dict]) -> List[str]:
     """The lines that explain the table's marks, for the marks it uses."""
     notes = []
     if any(r.get("rough") for r in rows):
-        notes.append(f"{ROUGH_MARK}: a rough figure: fewer than 3 rounds, or rounds that "
-                     "disagree by more than 20% (spread = interquartile range / median), "
-                     "for the median or the objective's share")
+        notes.append(f"{ROUGH_MARK}: a rough figure: fewer than {MIN_ROUNDS} rounds, or rounds "
+                     f"that disagree by more than {100 * WIDE_SPREAD:.0f}% (spread = "
+                     "interquartile range / median), for the median or the objective's share")
     if any(r.get("is_reference") and r["provider"] == "fastobj" for r in rows):
         notes.append("fastobj=ref: fastobj's path here is the PyTorch reference itself")
     if any(r.get("kernel_s") is not None for r in rows):

@@ -32,7 +32,7 @@ from .memory import peak_memory
 from .ops import (DTYPES, OPS, PROVIDERS, Op, Unavailable, backend_label, build_provider,
                   has_provider, make_args, shape_str)
 from .presets import Case, Preset
-from .timing import Runner, Stats, kernel_time, summarize, take_round
+from .timing import Runner, Stats, kernel_time, summarize, take_round, uses_cpu_clock
 
 CLASSIC_SKIP_FACTOR = 3.0  # skip a classic point predicted to take more than this many budgets
 CLASSIC_PROBE_BATCH = 16  # batch of the calibration call before a large first classic point
@@ -40,6 +40,7 @@ WARM_UP_IS_NOISE_S = 1.0  # a first call longer than this is taken as round 1 (n
 SLOW_CALL_S = 0.25  # providers slower than this per call ...
 SLOW_ROUNDS = 3  # ... take at most this many rounds
 ROUND_COST_MARGIN = 1.15  # a further round starts only if its estimated cost, times this, fits
+MIN_CPU_SHARE = 0.05  # the least CPU share assumed when estimating a round's wall time
 
 
 @dataclasses.dataclass
@@ -89,6 +90,25 @@ class Point:
                    for m in self.measured.values())
 
 
+class _CpuShare:
+    """The share of a CPU this process got since the last restart, to turn estimates in process
+    CPU time (see :func:`.timing.uses_cpu_clock`) into the wall time the budget is kept in."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.restart()
+
+    def restart(self) -> None:
+        self.wall, self.cpu = time.monotonic(), time.process_time()
+
+    def wall_s(self, seconds: float) -> float:
+        if not uses_cpu_clock(self.device):
+            return seconds
+        wall = time.monotonic() - self.wall
+        share = (time.process_time() - self.cpu) / wall if wall > 0 else 1.0
+        return seconds / min(1.0, max(share, MIN_CPU_SHARE))
+
+
 def round_one_order(cases: List[Case]) -> List[int]:
     """Plan indices in round-1 order: the first batch of every chain (op, dtype, mode, trailing
     shape), then the second of every chain, ...; increasing B within a chain."""
@@ -128,6 +148,7 @@ class Sweeper:
         """Measure ``cases``; call ``written(round_done)`` after every point of round 1
         and after every later round, so the caller can write the results as they grow."""
         skipped = 0
+        share = _CpuShare(self.s.device)
         for index in round_one_order(cases):
             if self._time_left() <= 0:
                 skipped += 1
@@ -147,12 +168,14 @@ class Sweeper:
             pending = [p for p in self.points if p.wants_round()]
             if not pending:
                 break
-            cost = sum(m.round_cost(self.s.round_s) for p in pending for m in p.measured.values())
+            cost = share.wall_s(sum(m.round_cost(self.s.round_s)
+                                    for p in pending for m in p.measured.values()))
             if cost * ROUND_COST_MARGIN > self._time_left():
                 self.note(f"time limit: {self.rounds_done} of {self.s.rounds} rounds fit, the same "
                           "for every point (a round would have taken about "
                           f"{cost:.0f} s more); raise --max-minutes for more")
                 break
+            share.restart()
             for point in pending:
                 self._sample_round(point, reverse=number % 2 == 0, first=False)
                 self._tick(progress)

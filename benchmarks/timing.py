@@ -1,7 +1,8 @@
 """Timing: the one sampling loop behind every figure of ``fastobj bench``, and, on CUDA, the
 time of an op's kernels alone.
 
-A *sample* is a group of back-to-back calls timed between two synchronisations; a *round*
+A *sample* is a group of back-to-back calls timed between two synchronisations (in process CPU
+time on a one-thread CPU run, see :func:`uses_cpu_clock`; in wall time otherwise); a *round*
 takes samples of one callable for about ``round_s`` (at least one) and keeps the fastest:
 other work on a shared machine only ever slows a sample down. The sweep interleaves providers
 round by round, so a burst of other work weighs on all of them alike, and reports the median
@@ -29,14 +30,27 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def uses_cpu_clock(device: torch.device) -> bool:
+    """Whether calls on ``device`` are timed in process CPU time rather than wall time.
+
+    On a CPU with torch at one thread the process's CPU time is the call's own cost: it does
+    not count the turns other jobs take on a shared CPU, which wall time does (on a loaded
+    2-core machine, several times over). With more threads CPU time adds up the threads, and a
+    GPU works while the host waits, so those are timed on the wall clock.
+    """
+    return device.type == "cpu" and torch.get_num_threads() == 1
+
+
 def time_calls(fn: Callable[[], object], device: torch.device, calls: int = 1) -> float:
-    """Seconds per call of ``calls`` back-to-back calls, synchronised before and after."""
+    """Seconds per call of ``calls`` back-to-back calls, synchronised before and after, on
+    the clock :func:`uses_cpu_clock` chooses."""
+    clock = time.process_time if uses_cpu_clock(device) else time.perf_counter
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(calls):
         fn()
     sync(device)
-    return (time.perf_counter() - start) / calls
+    return (clock() - start) / calls
 
 
 class Runner:

@@ -304,6 +304,19 @@ def test_a_round_keeps_its_fastest_sample(monkeypatch):
     assert timing.calls_per_sample(1e-4, torch.device("cuda")) == 10
 
 
+def test_one_thread_cpu_runs_are_timed_in_process_cpu_time(monkeypatch):
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert timing.uses_cpu_clock(CPU)
+        ticks = iter([10.0, 10.5])
+        monkeypatch.setattr(timing.time, "process_time", lambda: next(ticks))
+        assert timing.time_calls(lambda: None, CPU, calls=5) == pytest.approx(0.1)
+    finally:
+        torch.set_num_threads(previous)
+    assert not timing.uses_cpu_clock(torch.device("cuda"))
+
+
 @pytest.mark.parametrize("allowed, load, expected", [
     (2, 0.1, 2), (2, 1.0, 1), (2, 4.5, 1), (16, 3.2, 12), (8, None, 8)])
 def test_threads_follow_the_free_cpus(allowed, load, expected):
