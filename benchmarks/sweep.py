@@ -15,7 +15,8 @@ The classic loops grow with B (the pairwise Diversity loop as B²); for each op,
 trailing shape the classic provider is run at increasing batch sizes only while the previous
 point's fastest call stayed under the per-call budget (``--budget``), and a point predicted
 (from the previous one and the op's growth in B) to take more than three budgets is skipped.
-A classic call slower than the budget is measured once.
+A classic call slower than the budget is measured once. The budget is wall time: on a
+one-thread CPU run, timed in CPU time, calls are scaled by the CPU share the process gets.
 """
 from __future__ import annotations
 
@@ -134,6 +135,7 @@ class Sweeper:
         self._classic: Dict[tuple, Tuple[int, float]] = {}  # key -> (B, fastest call) last seen
         self._classic_stop: Dict[tuple, Tuple[int, float]] = {}
         self._compile_broken: Dict[str, str] = {}
+        self._share = _CpuShare(settings.device)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -148,7 +150,7 @@ class Sweeper:
         """Measure ``cases``; call ``written(round_done)`` after every point of round 1
         and after every later round, so the caller can write the results as they grow."""
         skipped = 0
-        share = _CpuShare(self.s.device)
+        share = self._share = _CpuShare(self.s.device)
         for index in round_one_order(cases):
             if self._time_left() <= 0:
                 skipped += 1
@@ -224,7 +226,7 @@ class Sweeper:
                 self.note(blocked)
                 return None
         measured = self._start(op, case, provider, args)
-        if provider == "classic" and measured.call_s > self.s.budget_s:
+        if provider == "classic" and self._over_budget(measured.call_s):
             measured.rounds, measured.max_rounds = [measured.call_s], 1  # too slow to repeat
         if op.objective_part is not None:
             part = op.objective_part
@@ -299,7 +301,8 @@ class Sweeper:
         if key in self._classic_stop:
             b0, t0 = self._classic_stop[key]
             return (f"classic {case.op} {case.mode} {case.dtype} stopped escalating after "
-                    f"B={b0}: its fastest call took {t0:.2f} s (budget {self.s.budget_s:g} s)")
+                    f"B={b0}: its fastest call took {self._share.wall_s(t0):.2f} s of wall "
+                    f"time (budget {self.s.budget_s:g} s)")
         if key in self._classic:
             b0, t0 = self._classic[key]
         elif batch > CLASSIC_PROBE_BATCH:
@@ -311,17 +314,23 @@ class Sweeper:
         else:
             return None
         predicted = t0 * (batch / b0) ** op.classic_growth
-        if predicted > CLASSIC_SKIP_FACTOR * self.s.budget_s:
+        if self._share.wall_s(predicted) > CLASSIC_SKIP_FACTOR * self.s.budget_s:
             return (f"classic {case.op} {case.mode} {case.dtype} B={batch} skipped: predicted "
-                    f"{predicted:.1f} s per call from B={b0} (budget {self.s.budget_s:g} s)")
+                    f"{self._share.wall_s(predicted):.1f} s of wall time per call from B={b0} "
+                    f"(budget {self.s.budget_s:g} s)")
         return None
+
+    def _over_budget(self, seconds: float) -> bool:
+        """Whether a call of ``seconds`` (on the timing clock) takes over the per-call budget
+        of wall time at the CPU share this process gets."""
+        return self._share.wall_s(seconds) > self.s.budget_s
 
     def _classic_done(self, case: Case, seconds: float) -> None:
         if OPS[case.op].classic_growth == 0:
             return
         key = self._classic_key(case)
         self._classic[key] = (case.dims[0], seconds)
-        if seconds > self.s.budget_s:
+        if self._over_budget(seconds):
             self._classic_stop[key] = (case.dims[0], seconds)
 
     # -- results -----------------------------------------------------------------------------
