@@ -204,7 +204,8 @@ def plot_diversity(rows: Sequence[dict], path: str, title: str) -> Optional[str]
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size B")
-        ax.set_ylabel("median time per call (s)")
+        ax.set_ylabel("median " + ("process CPU time" if rows[0].get("clock") == "cpu"
+                                   else "time") + " per call (s)")
         ax.set_title(f"Diversity {mode}" + (f", CxHxW = {rests[0]}" if len(rests) == 1 else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

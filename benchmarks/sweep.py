@@ -133,7 +133,7 @@ class Sweeper:
         self.ceilings = Ceilings()
         self.rounds_done = 0
         self._classic: Dict[tuple, Tuple[int, float]] = {}  # key -> (B, fastest call) last seen
-        self._classic_stop: Dict[tuple, Tuple[int, float]] = {}
+        self._classic_stop: Dict[tuple, Tuple[int, float]] = {}  # key -> (B, wall time)
         self._compile_broken: Dict[str, str] = {}
         self._share = _CpuShare(settings.device)
 
@@ -299,10 +299,10 @@ class Sweeper:
         key = self._classic_key(case)
         batch = case.dims[0]
         if key in self._classic_stop:
-            b0, t0 = self._classic_stop[key]
+            b0, wall = self._classic_stop[key]
             return (f"classic {case.op} {case.mode} {case.dtype} stopped escalating after "
-                    f"B={b0}: its fastest call took {self._share.wall_s(t0):.2f} s of wall "
-                    f"time (budget {self.s.budget_s:g} s)")
+                    f"B={b0}: its fastest call took {wall:.2f} s of wall time (budget "
+                    f"{self.s.budget_s:g} s)")
         if key in self._classic:
             b0, t0 = self._classic[key]
         elif batch > CLASSIC_PROBE_BATCH:
@@ -331,7 +331,7 @@ class Sweeper:
         key = self._classic_key(case)
         self._classic[key] = (case.dims[0], seconds)
         if self._over_budget(seconds):
-            self._classic_stop[key] = (case.dims[0], seconds)
+            self._classic_stop[key] = (case.dims[0], self._share.wall_s(seconds))
 
     # -- results -----------------------------------------------------------------------------
     def rows(self, base: Dict[str, object]) -> List[dict]:
