@@ -213,19 +213,19 @@ def _run(args: argparse.Namespace, preset: Preset, device: torch.device,
             "threads": torch.get_num_threads(),
             "clock": "cpu" if uses_cpu_clock(device) else "wall", "fastobj_version": version,
             "torch_version": torch.__version__, "date": date, "preset": preset.name}
-    header = (f"fastobj {version} bench: run {run_id}, preset {preset.name}, device {device} "
+    header = [f"fastobj {version} bench: run {run_id}, preset {preset.name}, device {device} "
               f"({dev_name}), torch {torch.__version__}, float32 matmul precision "
-              f"{torch.get_float32_matmul_precision()}, {date}")
-    print(header)
-    print(threads_line)
+              f"{torch.get_float32_matmul_precision()}, {date}", threads_line]
+    print("\n".join(header))
     if device.type == "cpu" and interpreter_enabled():
         sweeper.note("TRITON_INTERPRET is set, so the fastobj provider may run Triton's "
                      "interpreter on CPU: its times then measure the interpreter")
     if preset.ceilings and not args.no_ceilings:
         sweeper.ceilings = measure_ceilings(device, sorted({c.dtype for c in cases}))
         ceil = sweeper.ceilings
-        print(f"ceilings: copy {ceil.copy_gbs:.1f} GB/s; matmul "
-              + ", ".join(f"{k} {v:.2f} TFLOP/s" for k, v in ceil.matmul_tflops.items()))
+        header.append(f"ceilings: copy {ceil.copy_gbs:.1f} GB/s; matmul " + ", ".join(
+            f"{k} {v:.2f} TFLOP/s" for k, v in ceil.matmul_tflops.items()))
+        print(header[-1])
 
     paths = {name: os.path.join(run_dir, name)
              for name in (report.CSV_NAME, report.TABLE_NAME, report.PLOT_NAME)}
@@ -253,7 +253,7 @@ def _run(args: argparse.Namespace, preset: Preset, device: torch.device,
                              + [f"FAILED: {t}" for t in sweeper.failures]) + "\n"
         state = "finished" if done else "in progress"
         report.write_text(paths[report.TABLE_NAME],
-                          f"{header}\n{threads_line}\n{state}: {sweeper.rounds_done} round(s), "
+                          "\n".join(header) + f"\n{state}: {sweeper.rounds_done} round(s), "
                           f"wall {time.monotonic() - started:.1f} s\n{table[0]}")
 
     progress = None
