@@ -262,6 +262,7 @@ def _run(args: argparse.Namespace, preset: Preset, device: torch.device,
         progress = tqdm(total=len(cases) * sweeper.s.rounds, desc="fastobj bench", unit="pt",
                         file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     try:
+        written(False)  # the run's folder holds its header from the start
         sweeper.run(cases, written, progress)
     except KeyboardInterrupt:
         sweeper.note("interrupted: the figures are those of the rounds done")
