@@ -226,7 +226,7 @@ def _direction_op(name: str, per_sample: bool) -> Op:
               lambda: _direction_reference, _direction_cost(per_sample))
 
 
-def _render_ops() -> Op:
+def _render_step_op() -> Op:
     both = {"fastobj": render_step.fastobj_objective, "classic": render_step.classic_objective}
     objective = Op("render_objective", render_step.make_activations, 2,
                    {k: render_step.objective_provider(v) for k, v in both.items()}, None,
@@ -254,7 +254,7 @@ OPS: Dict[str, Op] = {op.name: op for op in (
     Op("activation_interpolation", _two_acts, 2,
        {"fastobj": _interpolation_fastobj, "classic": lambda: _interpolation_classic},
        _interpolation_fastobj, _interpolation_cost, classic_growth=1, has_kernel=False),
-    _render_ops(),
+    _render_step_op(),
 )}
 
 
