@@ -199,7 +199,7 @@ def _run(args: argparse.Namespace, preset: Preset, device: torch.device,
     limit = 60 * args.max_minutes if args.max_minutes is not None else preset.time_limit_s
     cases = plan(preset, args.ops, args.batch_sizes, dtypes, args.modes)
     sweeper = Sweeper(Settings(
-        preset=preset, device=device, providers=providers,
+        device=device, providers=providers,
         budget_s=args.budget or preset.budget_s, rounds=args.rounds or preset.rounds,
         round_s=args.round_time or preset.round_s,
         memory=preset.memory and not args.no_memory, seed=args.seed,

@@ -32,7 +32,7 @@ from .ceilings import Ceilings
 from .memory import peak_memory
 from .ops import (DTYPES, OPS, PROVIDERS, Op, Unavailable, backend_label, build_provider,
                   has_provider, make_args, shape_str)
-from .presets import Case, Preset
+from .presets import Case
 from .timing import Runner, Stats, kernel_time, summarize, take_round, uses_cpu_clock
 
 CLASSIC_SKIP_FACTOR = 3.0  # skip a classic point predicted to take more than this many budgets
@@ -46,7 +46,6 @@ MIN_CPU_SHARE = 0.05  # the least CPU share assumed when estimating a round's wa
 
 @dataclasses.dataclass
 class Settings:
-    preset: Preset
     device: torch.device
     providers: Tuple[str, ...]
     budget_s: float

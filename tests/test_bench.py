@@ -270,8 +270,8 @@ def test_round_one_visits_every_chain_before_larger_batches():
 
 def test_time_limit_shrinks_rounds_evenly(monkeypatch):
     cases = presets.plan(presets.PRESETS["quick"], ["diversity", "total_variation"])
-    settings = sweep.Settings(presets.PRESETS["quick"], CPU, ("fastobj", "classic"),
-                              budget_s=1.0, rounds=4, round_s=0.001, memory=False)
+    settings = sweep.Settings(CPU, ("fastobj", "classic"), budget_s=1.0, rounds=4,
+                              round_s=0.001, memory=False)
     sweeper = sweep.Sweeper(settings)
     left = iter([math.inf] * len(cases) + [0.0] * 10)
     monkeypatch.setattr(sweeper, "_time_left", lambda: next(left))
@@ -359,7 +359,7 @@ def _one_point(sweeper, case, provider, rounds, kernel=(None, "")):
 
 
 def test_result_columns_with_kernel_time_and_objective_share():
-    settings = sweep.Settings(presets.PRESETS["quick"], CPU, ops.PROVIDERS, 1.0, 3, 0.01, False)
+    settings = sweep.Settings(CPU, ops.PROVIDERS, 1.0, 3, 0.01, False)
     sweeper = sweep.Sweeper(settings)
     sweeper.ceilings.copy_gbs = 100.0
     tv = presets.Case("total_variation", (2, 3, 8, 10), "float32", "fwd+bwd", False)
