@@ -317,6 +317,17 @@ def test_one_thread_cpu_runs_are_timed_in_process_cpu_time(monkeypatch):
     assert not timing.uses_cpu_clock(torch.device("cuda"))
 
 
+def test_round_estimates_in_cpu_time_are_scaled_to_wall_time(monkeypatch):
+    clocks = {"wall": 100.0, "cpu": 10.0}
+    monkeypatch.setattr(sweep.time, "monotonic", lambda: clocks["wall"])
+    monkeypatch.setattr(sweep.time, "process_time", lambda: clocks["cpu"])
+    monkeypatch.setattr(sweep, "uses_cpu_clock", lambda device: device.type == "cpu")
+    share = sweep._CpuShare(CPU)
+    clocks["wall"], clocks["cpu"] = 104.0, 11.0  # a quarter of a CPU since the start
+    assert share.wall_s(2.0) == pytest.approx(8.0)
+    assert sweep._CpuShare(torch.device("cuda")).wall_s(2.0) == 2.0  # already wall time
+
+
 @pytest.mark.parametrize("allowed, load, expected", [
     (2, 0.1, 2), (2, 1.0, 1), (2, 4.5, 1), (16, 3.2, 12), (8, None, 8)])
 def test_threads_follow_the_free_cpus(allowed, load, expected):
