@@ -162,15 +162,16 @@ def _resolve(args: argparse.Namespace) -> Tuple[Preset, torch.device, Tuple[str,
 def _threads(args: argparse.Namespace, device: torch.device) -> str:
     """Set torch's CPU threads; return the line that says how many and why."""
     if args.threads is not None:
-        threads, why = args.threads, "--threads"
+        threads, why = args.threads, "as --threads asks"
     elif device.type == "cpu":
         threads, why = choose_threads(allowed_cpus(), load_average())
+        why += "; --threads N overrides"
     else:
         return f"threads: {torch.get_num_threads()} (torch's default; the GPU does the work)"
     torch.set_num_threads(threads)
     clock = ("times in process CPU time (one thread: other jobs' turns on the CPU do not count)"
              if uses_cpu_clock(device) else "times in wall time")
-    return f"threads: {threads} ({why}; --threads N overrides); {clock}"
+    return f"threads: {threads} ({why}); {clock}"
 
 
 def run(args: argparse.Namespace) -> int:
