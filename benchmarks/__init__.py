@@ -1,7 +1,13 @@
-"""Benchmarks of fastobj, installed as ``fastobj.benchmarks``.
+"""Benchmarks of fastobj, installed as ``fastobj.benchmarks``; ``fastobj bench`` runs them.
 
-* :mod:`.harness`: the engine behind ``fastobj bench`` (sweeps, timing, memory, cost models,
-  device ceilings, CSV, table and plot).
+* :mod:`.ops`: what is timed (inputs, providers, cost models from the kernels' own);
+  :mod:`.render_step`: the render-step op.
+* :mod:`.presets`: named sweeps and their plans.
+* :mod:`.timing`: the one sampling loop, and kernel time on CUDA.
+* :mod:`.memory`, :mod:`.ceilings`, :mod:`.machine`: peak memory, the device's copy and
+  matmul ceilings, what the machine offers (device, threads).
+* :mod:`.sweep`: interleaved rounds within a time budget; :mod:`.report`: the run's folder
+  (CSV, table, plot); :mod:`.cli`: the ``fastobj bench`` command.
 * :mod:`.baselines`: the classic Lucid/Lucent/Captum algorithms, kept here as baselines only.
 * ``test_bench_*.py``: the pytest-benchmark suite (``pytest benchmarks/``).
 * ``gpu_check.sh``: the one-shot check for a machine with one H100/H200 GPU.

@@ -1,23 +1,26 @@
 """pytest-benchmark glue for ``pytest benchmarks/``: the ``bench_op`` fixture.
 
 Each test names an op, a provider, a shape, a dtype and a mode; the fixture builds the same
-warmed-up runner ``fastobj bench`` uses (:func:`fastobj.benchmarks.harness.prepare`), groups
-the result per op, mode, shape and dtype (``benchmark.group``) so the providers sit side by
-side, and records the backend, device, compile time and cost model in ``extra_info``.
+runner ``fastobj bench`` uses (:class:`fastobj.benchmarks.timing.Runner` on
+:mod:`fastobj.benchmarks.ops`), warms it up, groups the result per op, mode, shape and dtype
+(``benchmark.group``) so the providers sit side by side, and records the backend, device,
+compile time and cost model in ``extra_info``.
 """
 import pytest
 import torch
 
 from fastobj.backend import interpreter_enabled
 
-from . import harness
+from .machine import best_device, device_name
+from .ops import DTYPES, OPS, Unavailable, backend_label, build_provider, make_args, shape_str
+from .timing import Runner, sync
 
 SLOW_CALL_S = 0.5  # calls slower than this get 2 rounds of 1 iteration instead of calibration
 
 
 @pytest.fixture(scope="session")
 def bench_device() -> torch.device:
-    device = harness.best_device()
+    device = best_device()
     if device.type == "cpu" and interpreter_enabled():
         pytest.skip("TRITON_INTERPRET is set: the fastobj provider would time Triton's "
                     "interpreter, not the library; unset it to benchmark")
@@ -26,29 +29,34 @@ def bench_device() -> torch.device:
 
 @pytest.fixture
 def bench_op(benchmark, bench_device):
-    def run(op: str, provider: str, dims, dtype: str = "float32", mode: str = "fwd"):
-        dims = tuple(dims)
+    def run(op_name: str, provider: str, dims, dtype: str = "float32", mode: str = "fwd"):
+        op, dims = OPS[op_name], tuple(dims)
         try:
-            runner = harness.prepare(op, provider, dims, dtype, mode, bench_device)
-        except harness.Unavailable as exc:
+            fn = build_provider(op, provider)
+        except Unavailable as exc:
             pytest.skip(str(exc))
-        cost = harness.cost_model(op, dims, harness.DTYPES[dtype], mode)
-        shape = harness._shape_str(dims)
-        benchmark.group = f"{op} {mode} {shape} {dtype}"
+        runner = Runner(fn, make_args(op, dims, dtype, bench_device, 0), op.n_diff, mode,
+                        bench_device)
+        first_s = runner.time_call()  # warm-up: compilation, allocator growth, Triton JIT
+        shape = shape_str(dims)
+        benchmark.group = f"{op_name} {mode} {shape} {dtype}"
         benchmark.name = provider
         benchmark.extra_info.update({
-            "op": op, "provider": provider, "mode": mode, "shape": shape, "dtype": dtype,
-            "device": harness.device_name(bench_device), "backend": runner.backend,
-            "flops": cost.flops, "bytes": cost.bytes,
+            "op": op_name, "provider": provider, "mode": mode, "shape": shape, "dtype": dtype,
+            "device": device_name(bench_device),
+            "backend": backend_label(op, provider, runner.args),
         })
+        cost = op.cost(dims, DTYPES[dtype], mode)
+        if cost is not None:
+            benchmark.extra_info.update(flops=cost.flops, bytes=cost.bytes)
         if provider == "compile":
-            benchmark.extra_info["compile_s"] = runner.compile_s
+            benchmark.extra_info["compile_s"] = first_s
 
         def step():
             runner.step()
-            runner.sync()
+            sync(bench_device)
 
-        if provider != "compile" and runner.compile_s > SLOW_CALL_S:
+        if provider != "compile" and first_s > SLOW_CALL_S:
             benchmark.pedantic(step, rounds=2, iterations=1)
         else:
             benchmark(step)

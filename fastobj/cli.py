@@ -8,12 +8,12 @@ from typing import Optional, Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .benchmarks import harness
+    from .benchmarks import cli as bench_cli
     from .render import cli as render_cli
 
     parser = argparse.ArgumentParser(prog="fastobj", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    harness.add_arguments(commands.add_parser(
+    bench_cli.add_arguments(commands.add_parser(
         "bench", help="benchmark fastobj against the classic algorithms and torch.compile"))
     render_cli.add_arguments(commands.add_parser(
         "render", help="render feature visualizations of a model"))

@@ -636,3 +636,27 @@ def _aot_specs(C: int = 512, P: int = 784):
 
 
 AOT_SPECS = _aot_specs()
+
+
+# --------------------------------------------------------------------------------------------
+# Cost model: the roofline floor that `fastobj bench` rates each measurement against.
+# --------------------------------------------------------------------------------------------
+
+def cost(shape: tuple, dtype: torch.dtype, mode: str) -> tuple:
+    """``(bytes, flops)`` a Diversity call must at least move and do, for ``mode`` "fwd" or
+    "fwd+bwd" on activations of ``shape`` (B, C, *positions) in ``dtype`` (P = the positions).
+
+    Bytes: the forward reads F once, B·C·P·elt; the backward reads F again and writes its
+    gradient, so fwd+bwd moves 3·B·C·P·elt. FLOPs: the forward's Grams, 2·B·C²·P; the
+    backward's useful work is the gradient product W_i·F_i, another 2·B·C²·P. Work a kernel
+    adds (recomputing the Grams in the backward) or saves (Gram symmetry) is not counted, so a
+    rate from this model is useful FLOP/s. Compute-bound: judge it against the matmul rate.
+    """
+    if mode not in ("fwd", "fwd+bwd"):
+        raise ValueError(f"diversity cost: mode must be 'fwd' or 'fwd+bwd', got {mode!r}")
+    batch, channels = shape[0], shape[1]
+    elements = torch.Size(shape).numel()
+    positions = torch.Size(shape[2:]).numel()
+    backward = mode == "fwd+bwd"
+    flops = 2 * batch * channels * channels * positions * (2 if backward else 1)
+    return elements * dtype.itemsize * (3 if backward else 1), flops

@@ -568,3 +568,29 @@ AOT_SPECS = [
                         "n_mblocks": "i32", "BLOCK_R": "constexpr", "BLOCK_M": "constexpr"},
      {"BLOCK_R": 32, "BLOCK_M": 128}, {"num_warps": 4}),
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# Cost model: the roofline floor that `fastobj bench` rates each measurement against.
+# --------------------------------------------------------------------------------------------
+
+def cost(acts_shape: tuple, vec_shape: tuple, dtype: torch.dtype, mode: str) -> tuple:
+    """``(bytes, flops)`` a dot_cossim call must at least move and do, for ``mode`` "fwd" or
+    "fwd+bwd" on ``acts`` of ``acts_shape`` (B, C, P) and ``vec`` of ``vec_shape`` (Bv, C, Pv),
+    both in ``dtype``; the backward is taken with respect to ``acts`` only (n elements).
+
+    Bytes: the forward reads acts and vec and writes the (B, P) result; the backward reads
+    acts, vec and the (B, P) upstream gradient again and writes acts' gradient, so fwd+bwd
+    moves (3·n + 2·vec + 2·B·P)·elt. FLOPs, for reference only (memory-bound: judge it
+    against the copy bandwidth): the forward's dot product and squared norm, 4·n; the
+    backward's α·v + β·a, 3·n more.
+    """
+    if mode not in ("fwd", "fwd+bwd"):
+        raise ValueError(f"dot_cossim cost: mode must be 'fwd' or 'fwd+bwd', got {mode!r}")
+    acts = torch.Size(acts_shape).numel()
+    vec = torch.Size(vec_shape).numel()
+    outputs = acts_shape[0] * torch.Size(acts_shape[2:]).numel()
+    moved = acts + vec + outputs
+    if mode == "fwd":
+        return moved * dtype.itemsize, 4 * acts
+    return (moved + 2 * acts + vec + outputs) * dtype.itemsize, 7 * acts

@@ -469,3 +469,24 @@ AOT_SPECS = [
     (_tv_sum_kernel, {"partial_ptr": "*fp32:16", "out_ptr": "*fp32:16", "n": "i32",
                       "BLOCK": "constexpr"}, {"BLOCK": _SUM_BLOCK}, {"num_warps": 4}),
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# Cost model: the roofline floor that `fastobj bench` rates each measurement against.
+# --------------------------------------------------------------------------------------------
+
+def cost(shape: tuple, dtype: torch.dtype, mode: str) -> tuple:
+    """``(bytes, flops)`` a total-variation call must at least move and do, for ``mode`` "fwd"
+    or "fwd+bwd" on an input of ``shape`` (..., H, W) in ``dtype``, n elements.
+
+    Bytes: the forward reads x once, n·elt; the backward reads x again (the gradient needs the
+    signs of the differences) and writes the gradient, so fwd+bwd moves 3·n·elt. The float32
+    partial sums are negligible. FLOPs, for reference only (memory-bound: judge it against the
+    copy bandwidth): per element two differences, two absolute values and two adds forward
+    (6·n), and as many backward (12·n for fwd+bwd).
+    """
+    if mode not in ("fwd", "fwd+bwd"):
+        raise ValueError(f"total_variation cost: mode must be 'fwd' or 'fwd+bwd', got {mode!r}")
+    elements = torch.Size(shape).numel()
+    passes = 3 if mode == "fwd+bwd" else 1
+    return elements * dtype.itemsize * passes, 6 * elements * (2 if mode == "fwd+bwd" else 1)
