@@ -268,3 +268,13 @@ def test_grid_labels_and_upscale():
     assert torch.equal(big[:, 1::3, 2::3], images[0])
     with pytest.raises(ValueError, match="factor"):
         upscale(images[0], 0)
+
+
+def test_fastobj_main_has_layers_and_atlas(capsys):
+    pytest.importorskip("fastobj.benchmarks.harness", reason="fastobj.cli needs the bench harness")
+    from fastobj.cli import build_parser, main
+
+    assert main(["layers", "--size", "16"]) == 0
+    assert "features.6" in capsys.readouterr().out
+    args = build_parser().parse_args(["atlas", "features.6", "--out", "x"])
+    assert args.run is render_cli.run_atlas and args.batch_size == 16

@@ -72,16 +72,18 @@ class AtlasResult:
 
 
 def parse_channels(spec: Optional[str], channels: int) -> List[int]:
-    """Channels from ``"START:STOP"`` ranges and single numbers, comma separated
-    (``"0:16,40,64:66"``); None means all ``channels``. Each must lie in ``[0, channels)``."""
+    """Channels from ``"START:STOP"`` ranges (STOP excluded; either end may be left out) and
+    single numbers, comma separated (``"0:16,40,64:"``); None means all ``channels``. Each must
+    lie in ``[0, channels)``."""
     if spec is None:
         return list(range(channels))
     picked: List[int] = []
     for part in spec.split(","):
         try:
             if ":" in part:
-                start, stop = (int(v) if v.strip() else None for v in part.split(":"))
-                picked.extend(range(channels)[slice(start, stop)])
+                start, stop = part.split(":")
+                picked.extend(range(int(start) if start.strip() else 0,
+                                    int(stop) if stop.strip() else channels))
             else:
                 picked.append(int(part))
         except ValueError:

@@ -340,6 +340,7 @@ def run_atlas(args: argparse.Namespace) -> int:
     except (UsageError, ValueError) as exc:
         return _error(str(exc), "atlas")
     device, started = _start_distributed(device)
+    rank = int(os.environ.get("RANK", "0")) if started else 0
     model = model.to(device)
     identity = {"model": args.model, "weights": args.weights, "normalize": args.normalize,
                 "model_size": args.model_size}
@@ -364,7 +365,10 @@ def run_atlas(args: argparse.Namespace) -> int:
     above = sum(e.activation > e.grey_activation for e in entries)
     rate = (f" ({atlas.rendered / atlas.seconds * 60:.1f} channels/min)"
             if atlas.rendered else "")
-    print(f"wrote {args.out}: {len(entries)} channels of {args.layer}, {above} above their "
-          f"grey-image activation; this process rendered {atlas.rendered} in "
-          f"{atlas.seconds:.1f} s{rate}")
+    done = f"rendered {atlas.rendered} channels in {atlas.seconds:.1f} s{rate}"
+    if rank:
+        print(f"rank {rank}: {done}")
+    else:
+        print(f"wrote {args.out}: {len(entries)} channels of {args.layer}, {above} above their "
+              f"grey-image activation; this process {done}")
     return 0
