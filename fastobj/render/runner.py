@@ -281,8 +281,7 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
     losses: List[torch.Tensor] = []
     intermediate: Dict[int, torch.Tensor] = {}
     if 0 in keep:
-        with torch.no_grad():
-            intermediate[0] = image_param().detach().float().cpu()
+        intermediate[0] = _snapshot(image_param)
     shown_at = 0.0
     capture = stopper = None
     start = time.perf_counter()
@@ -323,8 +322,7 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
                 if callback is not None:
                     callback(step + 1, value.detach(), images.detach())
                 if step + 1 in keep:
-                    with torch.no_grad():
-                        intermediate[step + 1] = image_param().detach().float().cpu()
+                    intermediate[step + 1] = _snapshot(image_param)
                 if bar is not None:
                     bar.update(1)
                     now = time.perf_counter()
@@ -339,8 +337,7 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        final = image_param().detach().float().cpu()
+    final = _snapshot(image_param)
     history = torch.stack(losses).cpu().tolist() if losses else []
     return RenderResult(images=final, history=history, parameterization=image_param,
                         seconds=seconds, steps=steps, intermediate=intermediate)
@@ -352,6 +349,12 @@ def _is_image_name(target: Any) -> bool:
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _snapshot(image_param: nn.Module) -> torch.Tensor:
+    """The parameterization's current images: float32, on the CPU, outside autograd."""
+    with torch.no_grad():
+        return image_param().detach().float().cpu()
 
 
 def _chain(transform: Callable[[torch.Tensor], torch.Tensor],
