@@ -117,11 +117,10 @@ def test_render_feeds_the_model_its_declared_input():
     render(model, "features.6:3", batch_size=2, image_size=12, steps=1, progress=False,
            preprocess=None)  # no preprocessing: the transforms' 12 + 2 * 12 pixels
     assert seen[-1].shape == (2, 3, 36, 36) and seen[-1].min() >= 0
-    stepped = []
     prep = Preprocess(16, "imagenet")
-    render(model, "features.6:3", batch_size=1, image_size=12, steps=1, progress=False,
-           preprocess=prep, transforms=None, callback=lambda s, v, images: stepped.append(images))
-    assert torch.allclose(seen[-1], prep(stepped[-1]))
+    start = render(model, "features.6:3", batch_size=1, image_size=12, steps=1, progress=False,
+                   preprocess=prep, transforms=None, thresholds=(0,)).intermediate[0]
+    assert torch.allclose(seen[-1], prep(start))  # the first step's input
     handle.remove()
     assert model_preprocess(model, 20, "none").size == (20, 20)
     with pytest.raises(ValueError, match="preprocess"):
@@ -238,13 +237,14 @@ def test_thresholds_and_callback():
     calls = []
     result = render(model, "features.6:3", batch_size=2, image_size=10, steps=3,
                     thresholds=(0, 2, 3), progress=False,
-                    callback=lambda step, loss, images: calls.append((step, loss, images.shape)))
+                    callback=lambda step, loss, images: calls.append((step, loss, images)))
     assert sorted(result.intermediate) == [0, 2, 3]
     assert torch.equal(result.intermediate[3], result.images)
+    assert torch.equal(calls[-1][2], result.images)  # the callback sees each step's result
     assert not torch.equal(result.intermediate[0], result.intermediate[2])
     assert [c[0] for c in calls] == [1, 2, 3]
     assert [float(c[1]) for c in calls] == result.history
-    assert all(c[2] == (2, 3, 10, 10) for c in calls)
+    assert all(c[2].shape == (2, 3, 10, 10) for c in calls)
     for bad in ((4,), (-1,), (1.5,)):
         with pytest.raises(ValueError, match="thresholds"):
             render(model, "features.6:3", steps=3, thresholds=bad, progress=False)

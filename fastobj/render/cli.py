@@ -271,24 +271,32 @@ def run(args: argparse.Namespace) -> int:
         model, objective, device, preprocess, save_at = _prepare(args)
     except UsageError as exc:
         return _error(str(exc))
+    stem, ext = os.path.splitext(args.out)
+
+    def numbered(step: int) -> str:
+        return f"{stem}_{step:04d}{ext or '.png'}"
+
+    def write_when_asked(step: int, loss: torch.Tensor, images: torch.Tensor) -> None:
+        if step in save_at:  # written as soon as reached, to watch a long render
+            _write_grid(images.cpu(), numbered(step), args.scale)
+
     try:
         result = render(model, objective, batch_size=args.batch_size, image_size=args.size,
                         steps=args.steps, lr=args.lr, seed=args.seed, device=device,
                         param=args.param, decorrelate=not args.no_decorrelate,
                         preprocess=preprocess, stop_early=args.stop_early,
-                        progress=not args.no_progress, thresholds=save_at)
+                        progress=not args.no_progress, thresholds=[0] if 0 in save_at else [],
+                        callback=write_when_asked if save_at else None)
+        if 0 in save_at:
+            _write_grid(result.intermediate[0], numbered(0), args.scale)
+        _write_grid(result.images, args.out, args.scale)
     except KeyboardInterrupt:
         print("fastobj render: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, IndexError) as exc:  # the objective does not fit the model's outputs
-        return _error(_first_line(exc))
-    stem, ext = os.path.splitext(args.out)
-    try:
-        for step, images in sorted(result.intermediate.items()):
-            _write_grid(images, f"{stem}_{step:04d}{ext or '.png'}", args.scale)
-        _write_grid(result.images, args.out, args.scale)
     except OSError as exc:
         return _error(f"--out {args.out!r}: {exc.strerror or exc}")
+    except (ValueError, IndexError) as exc:  # the objective does not fit the model's outputs
+        return _error(_first_line(exc))
     last = f"{result.history[-1]:.4g}" if result.history else "n/a"
     per_step = result.seconds / max(result.steps, 1)
     print(f"wrote {args.out}: {args.batch_size} images of {args.size}x{args.size}, "

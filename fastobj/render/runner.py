@@ -221,8 +221,9 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
         thresholds: step counts (0 to ``steps``) after which to keep a copy of the images,
             returned in ``RenderResult.intermediate``.
         callback: called after every step as ``callback(step, loss, images)``: the steps
-            taken so far (from 1), the summarised loss (a detached 0-dim tensor) and the
-            images that step optimized (detached, before the transforms).
+            taken so far (from 1), that step's summarised loss (a detached 0-dim tensor) and
+            the images after it (detached, on the run's device; computing them costs one
+            parameterization pass per step).
 
     Returns:
         :class:`RenderResult` with ``images`` (B, 3, H, W) on the CPU and the loss ``history``.
@@ -319,10 +320,13 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
                 value.backward()
                 opt.step()
                 losses.append(value.detach())
-                if callback is not None:
-                    callback(step + 1, value.detach(), images.detach())
-                if step + 1 in keep:
-                    intermediate[step + 1] = _snapshot(image_param)
+                if callback is not None or step + 1 in keep:
+                    with torch.no_grad():
+                        current = image_param().detach().float()
+                    if step + 1 in keep:
+                        intermediate[step + 1] = current.cpu()
+                    if callback is not None:
+                        callback(step + 1, value.detach(), current)
                 if bar is not None:
                     bar.update(1)
                     now = time.perf_counter()
