@@ -1,4 +1,4 @@
-"""The ``fastobj`` command: ``fastobj bench`` and ``fastobj render``."""
+"""The ``fastobj`` command: ``fastobj bench``, ``render``, ``layers`` and ``atlas``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="benchmark fastobj against the classic algorithms and torch.compile"))
     render_cli.add_arguments(commands.add_parser(
         "render", help="render feature visualizations of a model"))
+    render_cli.add_layers_arguments(commands.add_parser(
+        "layers", help="list a model's layers with their output shapes"))
+    render_cli.add_atlas_arguments(commands.add_parser(
+        "atlas", help="render every channel of a layer: images, a labelled grid, a CSV"))
     return parser
 
 

@@ -19,7 +19,6 @@ it started when they overrun.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from datetime import timedelta
@@ -27,11 +26,11 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 import fastobj as fo
+from _ranks import run_ranks
 from fastobj.distributed import ShardHeader, _decode, _header
 
 T = "act"
@@ -132,22 +131,8 @@ def launch(worker, world, tmp_path, deadline=LAUNCH_TIMEOUT):
     init_file = tmp_path / "init"
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    # A fork server that has imported torch and this module once starts every rank in a
-    # fraction of a second; spawning fresh interpreters would pay those imports (seconds, on a
-    # shared CPU) in every rank.
-    multiprocessing.set_forkserver_preload(["torch", "torch.distributed", "fastobj", __name__])
-    ctx = mp.start_processes(worker, args=(world, str(init_file), str(out_dir)), nprocs=world,
-                             join=False, start_method="forkserver")
-    end = time.monotonic() + deadline
-    try:
-        while not ctx.join(timeout=0.5):
-            if time.monotonic() > end:
-                pytest.fail(f"{world} processes did not finish within {deadline} s")
-    finally:
-        for proc in ctx.processes:
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+    run_ranks(worker, (world, str(init_file), str(out_dir)), world, deadline,
+              preload=["torch", "torch.distributed", "fastobj", __name__])
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(world)]
 
 

@@ -3,10 +3,14 @@
 * :func:`render` runs the optimization loop and returns a :class:`RenderResult`.
 * :mod:`.param`: image parameterizations (:class:`FFTImage`, :class:`PixelImage`).
 * :mod:`.transforms`: per-sample random transforms and :func:`default_transforms`.
-* :mod:`.expression`: :func:`parse_objective`, the safe parser behind ``fastobj render``.
+* :mod:`.preprocess`: :class:`Preprocess`, a model's input size and normalisation.
+* :mod:`.expression`: :func:`parse_objective`, the safe parser behind ``fastobj render``
+  (Lucent's ``"layer:channel"`` included).
+* :mod:`.models`: :func:`efficientnet_lite0` (pretrained, offline) and :func:`list_layers`.
+* :mod:`.atlas`: :func:`render_atlas`, one image per channel of a layer, resumable.
 * :mod:`.demo`: :class:`DemoCNN`, a small deterministic network for demos and tests.
-* :mod:`.png`: :func:`make_grid` and :func:`save_png`, a batch written as one PNG grid.
-* :mod:`.cli`: the ``fastobj render`` command.
+* :mod:`.png`: :func:`make_grid`, :func:`upscale` and :func:`save_png`.
+* :mod:`.cli`: the ``fastobj render``, ``layers`` and ``atlas`` commands.
 * :func:`lucent_objective`: use a fastobj objective where Lucent expects an objective function.
 
 Nothing here touches CUDA or Triton at import time.
@@ -17,10 +21,13 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .atlas import AtlasEntry, AtlasResult, render_atlas
 from .demo import DemoCNN, demo_cnn
 from .expression import OBJECTIVE_NAMES, parse_objective
+from .models import LayerInfo, efficientnet_lite0, list_layers
 from .param import FFTImage, ImageParameterization, PixelImage, make_parameterization
-from .png import make_grid, save_png
+from .png import make_grid, save_png, upscale
+from .preprocess import Preprocess, model_preprocess
 from .runner import IMAGE_TARGET, RenderResult, render
 from .transforms import (Jitter, Pad, RandomAffine, RandomRotation, RandomScale, RandomTransform,
                          default_transforms, seed_transforms)
@@ -32,8 +39,11 @@ __all__ = [
     "default_transforms",
     "seed_transforms",
     "parse_objective", "OBJECTIVE_NAMES",
+    "Preprocess", "model_preprocess",
+    "efficientnet_lite0", "list_layers", "LayerInfo",
+    "render_atlas", "AtlasEntry", "AtlasResult",
     "DemoCNN", "demo_cnn",
-    "make_grid", "save_png",
+    "make_grid", "upscale", "save_png",
     "lucent_objective",
 ]
 

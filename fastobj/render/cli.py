@@ -1,9 +1,11 @@
-"""``fastobj render``: render feature visualizations of a model from the command line.
+"""The ``fastobj render``, ``fastobj layers`` and ``fastobj atlas`` commands.
 
-Example (the built-in demo CNN, 6 images of 96x96, written as one PNG grid)::
+Examples (the built-in demo CNN; ``--model efficientnet_lite0`` for the pretrained network)::
 
     fastobj render "ChannelActivation('features.6', 3)" --batch-size 6 --size 96 \\
         --steps 128 --out render.png
+    fastobj layers
+    fastobj atlas features.6 --channels 0:16 --size 64 --steps 64 --out atlas/
 
 Usage errors (a model import path that does not resolve, a weights file that cannot be loaded,
 an expression outside the accepted grammar, a target that names no submodule, an objective that
@@ -17,18 +19,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from typing import Any
+from datetime import timedelta
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
 
 from ..loss import targets_of
 from .expression import parse_objective
-from .png import make_grid, save_png
+from .models import NAMED_MODELS, format_layers, list_layers
+from .png import make_grid, save_png, upscale
+from .preprocess import model_preprocess, parse_normalize
 from .runner import _check_target_names, render
 
-__all__ = ["add_arguments", "run", "make_grid", "save_png", "load_model", "DEFAULT_MODEL"]
+__all__ = ["add_arguments", "run", "add_layers_arguments", "run_layers", "add_atlas_arguments",
+           "run_atlas", "make_grid", "save_png", "load_model", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "fastobj.render.demo:demo_cnn"
 DEFAULT_DEMO_OBJECTIVE = "ChannelActivation('features.6', 3)"
@@ -38,21 +45,29 @@ class UsageError(Exception):
     """A problem with the command's inputs: reported in one line, exit status 2."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``render`` options to ``parser`` and make ``args.run`` this module's :func:`run`."""
-    parser.add_argument(
-        "expression", nargs="?", default=None, metavar="OBJECTIVE",
-        help="objective expression, e.g. \"ChannelActivation('features.3', 5) + "
-             "0.1 * Diversity('features.3')\"; the target 'image' is the rendered image. "
-             f"Default with the demo model: \"{DEFAULT_DEMO_OBJECTIVE}\"")
-    parser.add_argument("--objective", dest="objective_option", default=None, metavar="OBJECTIVE",
-                        help="the objective expression, as an option instead of positionally")
-    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="MODULE:CALLABLE",
-                        help="import path of a callable returning the nn.Module (or of the module "
-                             f"object itself); default {DEFAULT_MODEL} (small random CNN)")
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the model, its preprocessing and the device."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="MODEL",
+                        help=f"a name ({', '.join(NAMED_MODELS)}) or the import path "
+                             "package.module:callable of a callable returning the nn.Module (or "
+                             f"of the module object itself); default {DEFAULT_MODEL} (small "
+                             "random CNN)")
     parser.add_argument("--weights", default=None, metavar="FILE",
                         help="state_dict file to load into the model (torch.load, weights_only)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images rendered (default 8)")
+    parser.add_argument("--normalize", default="model", metavar="imagenet|none|MEAN,STD",
+                        help="input normalisation: imagenet, none, MEAN,STD or M1,M2,M3,S1,S2,S3 "
+                             "(default: what the model declares, else none)")
+    parser.add_argument("--model-size", type=int, default=None, metavar="N",
+                        help="resize the model input to NxN inside the optimization (default: "
+                             "the model's declared input size, else no resizing)")
+    parser.add_argument("--device", default=None,
+                        help="device to run on (default: cuda if available, else cpu)")
+
+
+def _add_image_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """The options of the optimization shared by ``render`` and ``atlas``."""
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help=f"images rendered together (default {batch_size})")
     parser.add_argument("--steps", type=int, default=256, help="optimizer steps (default 256)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -61,24 +76,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image parameterization (default fft)")
     parser.add_argument("--no-decorrelate", action="store_true",
                         help="optimize RGB directly instead of decorrelated colour channels")
+    parser.add_argument("--scale", type=int, default=1, metavar="K",
+                        help="enlarge the written grid K times, nearest neighbour (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``render`` options to ``parser`` and make ``args.run`` this module's :func:`run`."""
+    parser.add_argument(
+        "expression", nargs="?", default=None, metavar="OBJECTIVE",
+        help="objective expression, e.g. \"ChannelActivation('features.3', 5) + "
+             "0.1 * Diversity('features.3')\", or LAYER:CHANNEL (features.3:5, also as a "
+             "string inside an expression); the target 'image' is the rendered image. "
+             f"Default with the demo model: \"{DEFAULT_DEMO_OBJECTIVE}\"")
+    parser.add_argument("--objective", dest="objective_option", default=None, metavar="OBJECTIVE",
+                        help="the objective expression, as an option instead of positionally")
+    _add_model_arguments(parser)
+    _add_image_arguments(parser, batch_size=8)
     parser.add_argument("--stop-early", action="store_true",
                         help="stop each forward pass after the deepest target layer")
-    parser.add_argument("--device", default=None,
-                        help="device to run on (default: cuda if available, else cpu)")
     parser.add_argument("--out", default="render.png", help="output PNG (a grid of the batch)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--save-at", default=None, metavar="N,N,...",
+                        help="also write the grid after these step counts, as OUT_0032.png ...")
     parser.set_defaults(run=run)
 
 
+def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``layers`` options to ``parser``; ``args.run`` becomes :func:`run_layers`."""
+    _add_model_arguments(parser)
+    parser.add_argument("--size", type=int, default=224,
+                        help="input side when the model declares no input size (default 224)")
+    parser.set_defaults(run=run_layers)
+
+
+def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``atlas`` options to ``parser``; ``args.run`` becomes :func:`run_atlas`."""
+    parser.add_argument("layer", metavar="LAYER", help="the layer, e.g. _blocks.10")
+    parser.add_argument("--channels", default=None, metavar="SPEC",
+                        help="channels: START:STOP ranges and numbers, comma separated "
+                             "(default: all)")
+    _add_model_arguments(parser)
+    _add_image_arguments(parser, batch_size=16)
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="atlas directory (images, CSV, grid); a rerun resumes it")
+    parser.set_defaults(run=run_atlas)
+
+
 def load_model(spec: str) -> nn.Module:
-    """Import ``"package.module:attr"`` and return the module it names or builds.
+    """The model of a name in :data:`~fastobj.render.models.NAMED_MODELS`, or import
+    ``"package.module:attr"`` and return the module it names or builds.
 
     ``attr`` may be dotted (``"pkg.mod:Factory.build"``). If it names an ``nn.Module`` object,
     that object is used; otherwise it is called without arguments and must return one.
     """
+    if spec in NAMED_MODELS:
+        try:
+            return NAMED_MODELS[spec]()
+        except ImportError as exc:
+            raise UsageError(f"--model {spec!r}: {exc}") from None
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
-        raise UsageError(f"--model {spec!r}: expected an import path 'package.module:callable'")
+        raise UsageError(f"--model {spec!r}: expected a name ({', '.join(NAMED_MODELS)}) or "
+                         "an import path 'package.module:callable'")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # an import runs arbitrary code: report any failure
@@ -133,9 +192,51 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _error(message: str) -> int:
-    print(f"fastobj render: error: {message}", file=sys.stderr)
+def _error(message: str, command: str = "render") -> int:
+    print(f"fastobj {command}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _prepare_model(args: argparse.Namespace):
+    """The model (weights loaded, on its device), the device and the preprocessing."""
+    if args.model_size is not None and args.model_size < 1:
+        raise UsageError(f"--model-size must be at least 1, got {args.model_size}")
+    if args.normalize != "model":
+        try:  # checked before the model is imported
+            parse_normalize(args.normalize)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--normalize {args.normalize!r}: {exc}") from None
+    model = load_model(args.model)
+    if args.weights:
+        load_weights(model, args.weights)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+        model = model.to(device)
+    except Exception as exc:
+        raise UsageError(f"--device {args.device!r}: {_first_line(exc)}") from None
+    return model, device, model_preprocess(model, args.model_size, args.normalize)
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    for name, value, low in (("--batch-size", args.batch_size, 1), ("--steps", args.steps, 0),
+                             ("--size", args.size, 1), ("--scale", args.scale, 1)):
+        if value < low:
+            raise UsageError(f"{name} must be at least {low}, got {value}")
+
+
+def _save_at(spec: Optional[str], steps: int) -> List[int]:
+    if spec is None:
+        return []
+    try:
+        values = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--save-at {spec!r}: expected step counts such as 32,128,512") \
+            from None
+    bad = [v for v in values if not 0 <= v <= steps]
+    if bad:
+        raise UsageError(f"--save-at {spec!r}: {bad} outside 0..{steps} (--steps)")
+    return values
 
 
 def _prepare(args: argparse.Namespace):
@@ -146,53 +247,136 @@ def _prepare(args: argparse.Namespace):
         if args.model != DEFAULT_MODEL:
             raise UsageError("no objective given (positional OBJECTIVE or --objective)")
         expression = DEFAULT_DEMO_OBJECTIVE
-    for name, value, low in (("--batch-size", args.batch_size, 1), ("--steps", args.steps, 0),
-                             ("--size", args.size, 1)):
-        if value < low:
-            raise UsageError(f"{name} must be at least {low}, got {value}")
+    _check_counts(args)
+    save_at = _save_at(args.save_at, args.steps)
     try:
         objective = parse_objective(expression)  # checked before any model code runs
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    model = load_model(args.model)
-    if args.weights:
-        load_weights(model, args.weights)
+    model, device, preprocess = _prepare_model(args)
     try:
         _check_target_names(model, targets_of(objective))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-        model = model.to(device)
-    except Exception as exc:
-        raise UsageError(f"--device {args.device!r}: {_first_line(exc)}") from None
-    return model, objective, device
+    return model, objective, device, preprocess, save_at
+
+
+def _write_grid(images: torch.Tensor, path: str, scale: int) -> None:
+    save_png(upscale(make_grid(images), scale), path)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``fastobj render`` with parsed ``args``; returns the exit status."""
     try:
-        model, objective, device = _prepare(args)
+        model, objective, device, preprocess, save_at = _prepare(args)
     except UsageError as exc:
         return _error(str(exc))
+    stem, ext = os.path.splitext(args.out)
+
+    def numbered(step: int) -> str:
+        return f"{stem}_{step:04d}{ext or '.png'}"
+
+    def write_when_asked(step: int, loss: torch.Tensor, images: torch.Tensor) -> None:
+        if step in save_at:  # written as soon as reached, to watch a long render
+            _write_grid(images.cpu(), numbered(step), args.scale)
+
     try:
         result = render(model, objective, batch_size=args.batch_size, image_size=args.size,
                         steps=args.steps, lr=args.lr, seed=args.seed, device=device,
                         param=args.param, decorrelate=not args.no_decorrelate,
-                        stop_early=args.stop_early, progress=not args.no_progress)
+                        preprocess=preprocess, stop_early=args.stop_early,
+                        progress=not args.no_progress, thresholds=[0] if 0 in save_at else [],
+                        callback=write_when_asked if save_at else None)
+        if 0 in save_at:
+            _write_grid(result.intermediate[0], numbered(0), args.scale)
+        _write_grid(result.images, args.out, args.scale)
     except KeyboardInterrupt:
         print("fastobj render: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, IndexError) as exc:  # the objective does not fit the model's outputs
-        return _error(_first_line(exc))
-    try:
-        save_png(make_grid(result.images), args.out)
     except OSError as exc:
         return _error(f"--out {args.out!r}: {exc.strerror or exc}")
+    except (ValueError, IndexError) as exc:  # the objective does not fit the model's outputs
+        return _error(_first_line(exc))
     last = f"{result.history[-1]:.4g}" if result.history else "n/a"
     per_step = result.seconds / max(result.steps, 1)
     print(f"wrote {args.out}: {args.batch_size} images of {args.size}x{args.size}, "
           f"{result.steps} steps on {device} in {result.seconds:.1f} s "
           f"({per_step * 1e3:.0f} ms/step), final loss {last}")
+    return 0
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    """Run ``fastobj layers``: print every submodule with its output shape."""
+    try:
+        if args.size < 1:
+            raise UsageError(f"--size must be at least 1, got {args.size}")
+        model, _, preprocess = _prepare_model(args)
+    except UsageError as exc:
+        return _error(str(exc), "layers")
+    size = preprocess.size or (args.size, args.size)
+    print(f"# {args.model}: input 3x{size[0]}x{size[1]}; shapes are (channels, height, width)")
+    print(format_layers(list_layers(model, size, preprocess)))
+    return 0
+
+
+def _start_distributed(device: torch.device) -> tuple:
+    """Join the ``torchrun`` process group (from WORLD_SIZE etc.) if there is one.
+
+    Returns ``(device, started)``: each rank's CUDA device is ``cuda:LOCAL_RANK``. The barrier
+    at the end may wait while other ranks render, hence the long timeout.
+    """
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device, False
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            timeout=timedelta(hours=24))
+    return device, True
+
+
+def run_atlas(args: argparse.Namespace) -> int:
+    """Run ``fastobj atlas``: one image per channel of a layer, a grid, a CSV; resumable."""
+    from .atlas import render_atlas
+
+    try:
+        _check_counts(args)
+        model, device, preprocess = _prepare_model(args)
+        _check_target_names(model, [args.layer])
+    except (UsageError, ValueError) as exc:
+        return _error(str(exc), "atlas")
+    device, started = _start_distributed(device)
+    rank = int(os.environ.get("RANK", "0")) if started else 0
+    model = model.to(device)
+    identity = {"model": args.model, "weights": args.weights, "normalize": args.normalize,
+                "model_size": args.model_size}
+    try:
+        atlas = render_atlas(model, args.layer, args.out, args.channels,
+                               batch_size=args.batch_size, image_size=args.size,
+                               steps=args.steps, lr=args.lr, seed=args.seed, param=args.param,
+                               decorrelate=not args.no_decorrelate, preprocess=preprocess,
+                               device=device, scale=args.scale, progress=not args.no_progress,
+                               identity=identity)
+    except KeyboardInterrupt:
+        print("fastobj atlas: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:
+        return _error(_first_line(exc), "atlas")
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    entries = atlas.entries
+    above = sum(e.activation > e.grey_activation for e in entries)
+    rate = (f" ({atlas.rendered / atlas.seconds * 60:.1f} channels/min)"
+            if atlas.rendered else "")
+    done = f"rendered {atlas.rendered} channels in {atlas.seconds:.1f} s{rate}"
+    if rank:
+        print(f"rank {rank}: {done}")
+    else:
+        print(f"wrote {args.out}: {len(entries)} channels of {args.layer}, {above} above their "
+              f"grey-image activation; this process {done}")
     return 0

@@ -11,7 +11,10 @@ constructs are accepted:
 * calls of the objective classes, by their bare names (:data:`OBJECTIVE_NAMES`), with
   positional and keyword arguments;
 * number, string, ``True``/``False``/``None`` literals, and lists and tuples of them;
-* unary ``-`` and ``+``, and binary ``+ - * / **`` between objectives and numbers.
+* unary ``-`` and ``+``, and binary ``+ - * / **`` between objectives and numbers;
+* Lucent's shorthand ``layer:channel`` for ``ChannelActivation('layer', channel)``, as the
+  whole expression (``_blocks.10:17``) or as a string operand
+  (``'_blocks.10:17' + 10 * Diversity('_blocks.10')``).
 
 Anything else (other names, attribute access, subscripts, other calls, comprehensions, lambdas,
 ``*args``/``**kwargs``, comparisons, ...) is refused with a ``ValueError`` naming the construct
@@ -24,19 +27,23 @@ import ast
 import inspect
 import math
 import operator
+import re
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
 from .. import objectives
 
-__all__ = ["OBJECTIVE_NAMES", "TENSOR_ARGUMENTS", "check_expression", "parse_objective"]
+__all__ = ["OBJECTIVE_NAMES", "TENSOR_ARGUMENTS", "check_expression", "parse_objective",
+           "channel_shorthand"]
 
 OBJECTIVE_NAMES = frozenset(objectives.__all__)
 
 TENSOR_ARGUMENTS = frozenset({"vec", "vec_whitened", "weights", "facet_weights"})
 
 MAX_LENGTH = 10_000
+
+_SHORTHAND = re.compile(r"([^\s:'\"]+):(-?[0-9]+)")
 
 _BINARY: Dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -164,11 +171,11 @@ class _Evaluator:
         if isinstance(node, ast.Tuple):
             return tuple(self(e) for e in node.elts)
         if isinstance(node, ast.UnaryOp):
-            operand = self(node.operand)
+            operand = self.operand(node.operand)
             self._check_operands(node, operand)
             return _UNARY[type(node.op)](operand)
         if isinstance(node, ast.BinOp):
-            left, right = self(node.left), self(node.right)
+            left, right = self.operand(node.left), self.operand(node.right)
             self._check_operands(node, left, right)
             op = _BINARY[type(node.op)]
             if _is_number(left) and _is_number(right):
@@ -177,6 +184,13 @@ class _Evaluator:
         if isinstance(node, ast.Call):
             return self._call(node)
         raise _refuse(node)  # unreachable after _check
+
+    def operand(self, node: ast.AST) -> Any:
+        """Evaluate ``node``; a ``'layer:channel'`` string becomes its ChannelActivation."""
+        value = self(node)
+        if isinstance(value, str):
+            return channel_shorthand(value, self.namespace) or value
+        return value
 
     @staticmethod
     def _check_operands(node: ast.AST, *values: Any) -> None:
@@ -236,7 +250,8 @@ def parse_objective(source: str,
     """Build the objective that ``source`` describes.
 
     Args:
-        source: the expression, e.g. ``"ChannelActivation('features.3', 5) - 0.1 * L2('image')"``.
+        source: the expression, e.g. ``"ChannelActivation('features.3', 5) - 0.1 * L2('image')"``,
+            or Lucent's ``"features.3:5"``.
         namespace: names allowed as calls, mapped to the callables they build (default: the 18
             classes of :mod:`fastobj.objectives`). Only for tests and extensions.
 
@@ -247,12 +262,31 @@ def parse_objective(source: str,
     from ..loss import Loss
 
     ns = _default_namespace() if namespace is None else dict(namespace)
+    shorthand = channel_shorthand(source, ns) if isinstance(source, str) else None
+    if shorthand is not None:
+        return shorthand
     tree = check_expression(source, frozenset(ns))
     try:
-        result = _Evaluator(ns)(tree)
+        result = _Evaluator(ns).operand(tree.body)
     except RecursionError:
         raise ValueError("objective expression is nested too deeply") from None
     if not isinstance(result, Loss):
         raise ValueError(f"objective expression evaluates to a {type(result).__name__} value, "
                          "not an objective; it must contain at least one objective call")
     return result
+
+
+def channel_shorthand(text: str, namespace: Optional[Mapping[str, Callable[..., Any]]] = None
+                      ) -> Any:
+    """``ChannelActivation(layer, channel)`` for Lucent's ``"layer:channel"``, else None.
+
+    ``namespace`` supplies the ChannelActivation class (default: fastobj's).
+    """
+    match = _SHORTHAND.fullmatch(text.strip())
+    if match is None:
+        return None
+    if namespace is None or "ChannelActivation" not in namespace:
+        from ..objectives import ChannelActivation
+    else:
+        ChannelActivation = namespace["ChannelActivation"]
+    return ChannelActivation(match.group(1), int(match.group(2)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -24,7 +24,9 @@ from torch import nn
 
 from ..hooks import ModuleOutputsHook, resolve_target
 from ..loss import default_loss_summarize, targets_of
+from .expression import parse_objective
 from .param import ImageParameterization, Size, make_parameterization
+from .preprocess import model_preprocess
 from .transforms import RandomTransform, default_transforms
 
 __all__ = ["IMAGE_TARGET", "RenderResult", "render"]
@@ -52,6 +54,8 @@ class RenderResult:
         parameterization: the optimized parameterization module (on the run's device).
         seconds: wall-clock time of the optimization loop.
         steps: the number of optimizer steps taken.
+        intermediate: the images after each step count asked for in ``thresholds``
+            (``{step: (B, 3, H, W)}`` on the CPU; step 0 is the start).
     """
 
     images: torch.Tensor
@@ -59,6 +63,7 @@ class RenderResult:
     parameterization: nn.Module
     seconds: float = 0.0
     steps: int = 0
+    intermediate: Dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 def _model_device(model: nn.Module) -> Optional[torch.device]:
@@ -168,16 +173,21 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
            optimizer: Union[str, Callable[..., torch.optim.Optimizer]] = "adam",
            seed: Optional[int] = 0, device: Union[None, str, torch.device] = None,
            param: Union[str, ImageParameterization] = "fft", decorrelate: bool = True,
-           transforms: Any = _DEFAULT, autocast_bf16: bool = False, stop_early: bool = False,
-           progress: bool = True,
-           summarize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> RenderResult:
+           transforms: Any = _DEFAULT, preprocess: Any = "model", autocast_bf16: bool = False,
+           stop_early: bool = False, progress: bool = True,
+           summarize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+           thresholds: Sequence[int] = (),
+           callback: Optional[Callable[[int, torch.Tensor, torch.Tensor], Any]] = None,
+           ) -> RenderResult:
     """Optimize a batch of images to maximise ``objective`` on ``model``.
 
     Args:
         model: the network. Not modified: it is frozen and in eval mode during the run, then
             its flags are restored. Its device is the run's device unless ``device`` says so.
         objective: a fastobj objective (or any object with ``.target`` and
-            ``__call__(activations)``). Targets are submodules of ``model`` (objects or dotted
+            ``__call__(activations)``), or a string for
+            :func:`~fastobj.render.expression.parse_objective` (an expression, or Lucent's
+            ``"layer:channel"``). Targets are submodules of ``model`` (objects or dotted
             names such as ``"features.3"``), image-side modules (the parameterization, a
             transform), or :data:`IMAGE_TARGET` (``"image"``: the image batch before transforms).
         batch_size: number of images B, each with its own random start and transforms.
@@ -195,14 +205,25 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
         decorrelate: give the raw channels natural colour correlations (see ``param.py``).
         transforms: "default" (:func:`~fastobj.render.transforms.default_transforms`), ``None``
             for none, or any module/callable mapping an image batch to a model input.
+        preprocess: applied after the transforms: "model" (the model's declared input size
+            and normalisation, see :func:`~fastobj.render.preprocess.model_preprocess`; none
+            if it declares nothing), ``None``, or a module/callable such as
+            :class:`~fastobj.render.preprocess.Preprocess`.
         autocast_bf16: run the transforms, the model and the objective under bfloat16
             autocast (the parameterization stays float32, and the summarised loss is cast to
             float32 before the backward pass). CUDA only; elsewhere it raises ``ValueError``.
         stop_early: stop the model's forward pass as soon as every model-side target has been
             computed, skipping the layers after the deepest one.
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar. Its loss is refreshed at most twice a second
+            (reading it waits for the device) and at the last step.
         summarize: maps the objective's value to the scalar to minimise; default
             :func:`fastobj.loss.default_loss_summarize` (``-mean``).
+        thresholds: step counts (0 to ``steps``) after which to keep a copy of the images,
+            returned in ``RenderResult.intermediate``.
+        callback: called after every step as ``callback(step, loss, images)``: the steps
+            taken so far (from 1), that step's summarised loss (a detached 0-dim tensor) and
+            the images after it (detached, on the run's device; computing them costs one
+            parameterization pass per step).
 
     Returns:
         :class:`RenderResult` with ``images`` (B, 3, H, W) on the CPU and the loss ``history``.
@@ -215,6 +236,9 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
     if autocast_bf16 and run_device.type != "cuda":
         raise ValueError(f"autocast_bf16=True needs a CUDA device; this run is on {run_device}")
 
+    if isinstance(objective, str):
+        objective = parse_objective(objective)
+    keep = set(_check_thresholds(thresholds, steps))
     targets = targets_of(objective)
     _check_target_names(model, targets)
 
@@ -236,6 +260,14 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
         transform = transform.to(run_device)
     if transform is None:
         transform = _identity
+    if isinstance(preprocess, str):
+        if preprocess != "model":
+            raise ValueError(f"preprocess={preprocess!r}: use 'model', None, or a "
+                             "module/callable applied after the transforms")
+        preprocess = model_preprocess(model)
+    if isinstance(preprocess, nn.Module):
+        preprocess = preprocess.to(run_device)
+    model_input_of = _chain(transform, preprocess)
 
     wants_image = any(_is_image_name(t) for t in targets)
     hooked = [t for t in targets if not _is_image_name(t)]
@@ -248,6 +280,10 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
                 else contextlib.nullcontext())
     bar = _progress_bar(steps, progress)
     losses: List[torch.Tensor] = []
+    intermediate: Dict[int, torch.Tensor] = {}
+    if 0 in keep:
+        intermediate[0] = _snapshot(image_param)
+    shown_at = 0.0
     capture = stopper = None
     start = time.perf_counter()
     try:
@@ -258,7 +294,7 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
                 opt.zero_grad(set_to_none=True)
                 images = image_param()  # float32 even under autocast: FFT and colour stage
                 with autocast:
-                    model_input = transform(images)
+                    model_input = model_input_of(images)
                     if model_side or not stop_early:
                         if stopper is not None:
                             stopper.reset()
@@ -284,9 +320,18 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
                 value.backward()
                 opt.step()
                 losses.append(value.detach())
+                if callback is not None or step + 1 in keep:
+                    with torch.no_grad():
+                        current = image_param().detach().float()
+                    if step + 1 in keep:
+                        intermediate[step + 1] = current.cpu()
+                    if callback is not None:
+                        callback(step + 1, value.detach(), current)
                 if bar is not None:
                     bar.update(1)
-                    if step % 10 == 0 or step == steps - 1:
+                    now = time.perf_counter()
+                    if now - shown_at >= 0.5 or step == steps - 1:
+                        shown_at = now
                         bar.set_postfix(loss=f"{value.item():.4g}")
     finally:
         if stopper is not None:
@@ -296,11 +341,10 @@ def render(model: nn.Module, objective: Any, *, batch_size: int = 8,
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        final = image_param().detach().float().cpu()
+    final = _snapshot(image_param)
     history = torch.stack(losses).cpu().tolist() if losses else []
     return RenderResult(images=final, history=history, parameterization=image_param,
-                        seconds=seconds, steps=steps)
+                        seconds=seconds, steps=steps, intermediate=intermediate)
 
 
 def _is_image_name(target: Any) -> bool:
@@ -309,6 +353,32 @@ def _is_image_name(target: Any) -> bool:
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _snapshot(image_param: nn.Module) -> torch.Tensor:
+    """The parameterization's current images: float32, on the CPU, outside autograd."""
+    with torch.no_grad():
+        return image_param().detach().float().cpu()
+
+
+def _chain(transform: Callable[[torch.Tensor], torch.Tensor],
+           preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]]
+           ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map from the image batch to the model input: the transforms, then preprocessing."""
+    if preprocess is None or getattr(preprocess, "is_identity", False):
+        return transform
+    return lambda images: preprocess(transform(images))
+
+
+def _check_thresholds(thresholds: Iterable[int], steps: int) -> List[int]:
+    """The step counts at which to keep images; each must lie in ``[0, steps]``."""
+    checked = []
+    for value in thresholds:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= steps:
+            raise ValueError(f"render: thresholds must be step counts from 0 to steps={steps}, "
+                             f"got {value!r}")
+        checked.append(value)
+    return checked
 
 
 def _progress_bar(steps: int, enabled: bool):
