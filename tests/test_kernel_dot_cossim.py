@@ -174,7 +174,8 @@ def test_looping_backward(monkeypatch):
     """C too large for the register-resident tile: chunked two-pass backward, several chunks."""
     module = pytest.importorskip("fastobj.kernels.dot_cossim")
     monkeypatch.setattr(module, "_RESIDENT_TILE", 0)
-    monkeypatch.setattr(module, "_TILE", 512)  # BLOCK_C = 16 (and 64 channels-last): 3 chunks
+    from fastobj.kernels import _common
+    monkeypatch.setattr(_common, "TILE_BYTES", 2048)  # 512 elements, BLOCK_C = 16: 3 chunks
     acts = torch.randn(B, C, P)
     check_against_reference(acts, torch.randn(1, C, 1), 2.5, False)
     check_against_reference(acts, torch.randn(1, C, P), 4.0, True)
@@ -183,8 +184,9 @@ def test_looping_backward(monkeypatch):
 
 def test_64bit_in_tile_offsets(monkeypatch):
     """The WIDE (int64 in-tile offsets) variants, forced by lowering the int32 threshold."""
-    module = pytest.importorskip("fastobj.kernels.dot_cossim")
-    monkeypatch.setattr(module, "_INT32_LIMIT", 1)
+    pytest.importorskip("fastobj.kernels.dot_cossim")
+    from fastobj.kernels import _common
+    monkeypatch.setattr(_common, "INT32_LIMIT", 1)
     acts = torch.randn(B, C, P)
     check_against_reference(acts, torch.randn(1, C, 1), 2.5, False)
     check_against_reference(acts, torch.randn(B, C, P), 4.0, True)
