@@ -62,14 +62,20 @@ def sm_count(device: torch.device) -> Optional[int]:
     return None
 
 
+def wave(device: torch.device, programs_per_sm: int) -> Optional[int]:
+    """Programs that run at once on the device (SMs x programs_per_sm, the latter predicted
+    from the kernel's registers, warps and shared memory), or None in the interpreter."""
+    sms = sm_count(device)
+    return None if sms is None else sms * programs_per_sm
+
+
 def resident_grid(device: torch.device, programs_per_sm: int, interpreter_programs: int,
                   work_items: int) -> int:
-    """Programs for `work_items` independent items: at most one full wave of resident
-    programs (SMs x programs_per_sm), so no partial tail wave; on the interpreter at most
-    interpreter_programs. Never more programs than items, never fewer than one."""
-    sms = sm_count(device)
-    wave = interpreter_programs if sms is None else sms * programs_per_sm
-    return max(1, min(wave, work_items))
+    """Programs for `work_items` independent items: at most one full wave (see wave), so no
+    partial tail wave; on the interpreter at most interpreter_programs. Never more programs
+    than items, never fewer than one."""
+    size = wave(device, programs_per_sm)
+    return max(1, min(interpreter_programs if size is None else size, work_items))
 
 
 # --------------------------------------------------------------------------------------------

@@ -395,40 +395,61 @@ def _k_block(dtype: torch.dtype) -> int:
     return 32 if dtype == torch.float32 else 64
 
 
+def _aligned(C: int, strides) -> bool:
+    """Whether feats' rows are unit-stride and 16-element aligned and C is a multiple of 16,
+    so that Triton can prove 16-byte alignment of the F loads and of the C x C tiles (scratch,
+    A, S)."""
+    return strides[2] == 1 and strides[1] % 16 == 0 and C % 16 == 0
+
+
 def gram_config(C: int, P: int, dtype: torch.dtype, strides, precision: str) -> Launch:
     """Tiles of the Gram passes (grid set per pass): BLOCK x BLOCK output tiles, BLOCK_K steps
     over P, the dot's PRECISION.
 
-    strides: feats' strides. float32 rows that are not 16-element aligned along P (odd P,
-    views), and IEEE float32 dots (no tensor cores: the products run as FMAs whose operands sit
-    in registers), get BLOCK_K = 16: at 32 the normalised-sum kernel spills on sm_90 (IEEE:
-    255 registers, 36 bytes of spill stores).
+    strides: feats' strides. IEEE float32 dots (no tensor cores: the products are FMAs whose
+    operands sit in registers) and float32 rows that are not 16-aligned get BLOCK_K = 16: at 32
+    the normalised-sum kernel spills on sm_90a (IEEE: 255 registers, 36 bytes of spill stores).
+    Unaligned feats or C (see _aligned: element-wise addresses, one register each) get 64 x 64
+    tiles, 32 x 32 with IEEE dots: larger, the Gram and form-W kernels spill (IEEE float32
+    P=49 at 128: 255 registers and 24-44 bytes, at 64: 28 bytes on sm_90a, 4 on sm_80;
+    bfloat16 channels-last C=200 at 128: 72 bytes). Tiles of 128 take 8 warps, others 4.
     """
-    block = _pow2_clamp(C, 16, MAX_BLOCK)
-    k_block = _k_block(dtype)
-    if dtype == torch.float32:
-        if precision == "ieee" or not (strides[2] == 1 and strides[1] % 16 == 0):
-            k_block = 16
-    return Launch((), dict(BLOCK=block, BLOCK_K=_pow2_clamp(P, 16, min(MAX_BLOCK, k_block)),
-                           PRECISION=precision),
+    aligned = _aligned(C, strides)
+    ieee = precision == "ieee"
+    block = _pow2_clamp(C, 16, MAX_BLOCK if aligned else min(MAX_BLOCK, 32 if ieee else 64))
+    k_block = 16 if dtype == torch.float32 and (ieee or not aligned) else _k_block(dtype)
+    block_k = _pow2_clamp(P, 16, min(MAX_BLOCK, k_block))
+    return Launch((), dict(BLOCK=block, BLOCK_K=block_k, PRECISION=precision),
                   num_warps=8 if block >= 128 else 4, num_stages=3)
 
 
-def apply_config(C: int, P: int, precision: str) -> Launch:
+def apply_config(C: int, P: int, strides, precision: str) -> Launch:
     """Tiles of the W F product (grid set by the launcher): BLOCK_M rows of C, BLOCK_N columns
     of P, BLOCK_K of C, the dot's PRECISION.
 
     The same for every feats dtype: the W scratch is float32, so BLOCK_K is the float32 K tile
     (128 bytes of each W row per step) for 16-bit inputs too. With bfloat16 F at C=512 on
     sm_90, BLOCK_K = 64 would take 112 KiB of shared memory and 136 registers (one 256-thread
-    program per SM instead of two); 32 takes 56 KiB and 116 registers.
+    program per SM instead of two); 32 takes 56 KiB and 116 registers. Unaligned feats or C
+    (see _aligned) get 64 x 64 output tiles: at 128 the IEEE float32 channels-last product
+    spills (255 registers, 24 bytes); IEEE dots take 8 warps as in gram_config (at 4 the
+    channels-last product spills 12 bytes on sm_80).
     """
-    block_m = _pow2_clamp(C, 16, MAX_BLOCK)
-    block_n = _pow2_clamp(P, 16, MAX_BLOCK)
-    block_k = _pow2_clamp(C, 16, min(MAX_BLOCK, _k_block(torch.float32)))
+    top = MAX_BLOCK if _aligned(C, strides) else min(MAX_BLOCK, 64)
+    block_m = _pow2_clamp(C, 16, top)
+    block_n = _pow2_clamp(P, 16, top)
+    block_k = _pow2_clamp(C, 16, min(top, _k_block(torch.float32)))
     return Launch((), dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                            PRECISION=precision),
-                  num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=3)
+                  num_warps=8 if block_m * block_n >= 128 * 128 or precision == "ieee" else 4,
+                  num_stages=3)
+
+
+def _partials_launch(tiles: int) -> Launch:
+    """Tiles of the kernels that sum the (B, T) per-tile partials (grid set by the launcher):
+    BLOCK_B samples x BLOCK_T partials per step, 2048 elements over 4 warps (at 256 x 32 the
+    norms kernel spills 584 bytes on sm_90a)."""
+    return Launch((), dict(BLOCK_B=64, BLOCK_T=_pow2_clamp(tiles, 1, 32)), num_warps=4)
 
 
 def _tile_counts(C: int, block: int) -> Tuple[int, int]:
@@ -487,8 +508,7 @@ def diversity_sums_forward(feats: torch.Tensor, eps: float
     gram.on((B * tiles,))(_gram_sqnorm_partials_kernel, feats, part, C, P, *strides, nt, tiles)
     norms = torch.empty((B,), **f32)
     sq = torch.empty((), **f32)
-    Launch((1,), dict(BLOCK_B=256, BLOCK_T=_pow2_clamp(tiles, 1, 32)), num_warps=4)(
-        _norms_and_sq_kernel, part, norms, sq, B, tiles, eps)
+    _partials_launch(tiles).on((1,))(_norms_and_sq_kernel, part, norms, sq, B, tiles, eps)
 
     per, splits = _batch_splits(B, tiles, feats.device)
     sums = torch.empty((C, C), **f32)
@@ -527,10 +547,10 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: to
     gram = gram_config(C, P, feats.dtype, feats.stride(), precision)
     block = gram.constexprs["BLOCK"]
     nt, tiles = _tile_counts(C, block)
-    apply = apply_config(C, P, precision)
+    apply = apply_config(C, P, feats.stride(), precision)
     nm = triton.cdiv(C, apply.constexprs["BLOCK_M"])
     npb = triton.cdiv(P, apply.constexprs["BLOCK_N"])
-    coefficients = Launch((), dict(BLOCK_B=256, BLOCK_T=_pow2_clamp(tiles, 1, 32)), num_warps=4)
+    coefficients = _partials_launch(tiles)
     form_w = Launch((), dict(BLOCK=block), num_warps=gram.num_warps)
 
     chunk = backward_chunk(B, C)
@@ -544,7 +564,7 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: to
         f = feats[b0:b0 + n]
         gram.on((n * tiles,))(_gram_cotangent_kernel, f, a_sym, g_buf, part, C, P,
                               *f.stride(), nt, tiles)
-        coefficients.on((triton.cdiv(n, 256),))(
+        coefficients.on((triton.cdiv(n, coefficients.constexprs["BLOCK_B"]),))(
             _sample_coefficients_kernel, part, norms[b0:b0 + n], a_max, grad_sq, coef, n,
             tiles, chunk, eps, _SIGMA_FLOOR)
         form_w.on((n * tiles,))(_form_w_kernel, g_buf, a_sym, coef, C, nt, tiles, chunk)

@@ -32,9 +32,10 @@ channels-last ones (stride 1 along C). A shared direction (Pv = 1) is loaded onc
 ``BLOCK_C`` vector and broadcast.
 
 The backward needs the channel sums of a position before it can write that position's
-gradient. When a position's whole channel column fits the tile (``RESIDENT``: C up to 1024 in
-float32 and 512 in 16-bit for (B, C, H·W) layouts, up to 8192 channels-last) the program loads
-it once, reduces, and writes the gradient from registers, so acts is read once. Larger C runs
+gradient. When a position's whole channel column fits the tile (``RESIDENT``: at most 8192
+elements with rows of 16 bytes along P, so C up to 2048 in float32 and 1024 in 16-bit for
+(B, C, H·W) layouts, up to 8192 channels-last) the program loads it once, reduces, and writes
+the gradient from registers, so acts is read once. Larger C runs
 two chunked loops (reduce, then write), which reads acts twice; the second read may come from
 L2. The direction's gradient is reduced deterministically: per-program partial rows in float32,
 then a fixed-order sum (``common.sum_rows``). No atomics anywhere: repeats are bitwise equal.
@@ -51,12 +52,14 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import Launch, needs_int64, on_input_device, sm_count, sum_rows, tile_offsets
+from ._common import Launch, needs_int64, on_input_device, sum_rows, tile_offsets, wave
 
 _RESIDENT_TILE = 8192  # the most elements a backward program keeps in registers
 _NUM_WARPS = 8
-_PROGRAMS_PER_SM = 4  # resident 8-warp programs per SM at <= 64 registers (the AOT report)
-_WAVES_WANTED = 2  # programs for two waves keep an H100/H200's HBM busy
+# Resident programs per SM, predicted from the AOT report (sm_90a): 8-warp streaming programs
+# at 40-92 registers, 4; the resident backward's 16 warps at 54-109 registers, 1.
+_PROGRAMS_PER_SM = 4
+_RESIDENT_PROGRAMS_PER_SM = 1
 
 
 @triton.jit
@@ -321,42 +324,55 @@ def _c_contiguous(acts: torch.Tensor) -> bool:
     return acts.shape[1] > 1 and acts.stride(1) == 1 and acts.shape[2] > 1 and acts.stride(2) != 1
 
 
-def _target_programs(device: torch.device) -> int:
-    """Programs worth splitting a small problem into: on a GPU _WAVES_WANTED waves of
-    _PROGRAMS_PER_SM per SM; in the interpreter (CPU tensors) one, since there every program
-    costs Python time."""
-    sms = sm_count(device)
-    return 1 if sms is None else sms * _PROGRAMS_PER_SM * _WAVES_WANTED
+def _block_p(batch: int, positions: int, low: int, high: int, device: torch.device,
+             programs_per_sm: int) -> int:
+    """BLOCK_P, a power of two in [low, high]: the one with the best predicted efficiency on the
+    device (common.wave), the fraction of lanes on real positions (P is padded up to
+    whole blocks: P=196 in blocks of 64 leaves 60 of 256 lanes idle) times the fraction of
+    the last wave that is busy (programs over whole waves of SMs x programs_per_sm). Ties go
+    to the larger block. In the interpreter: the largest (fewest programs)."""
+    size = wave(device, programs_per_sm)
+    if size is None:
+        return high
+    best, best_block, block = -1.0, high, high
+    while block >= low:
+        blocks = triton.cdiv(positions, block)
+        programs = batch * blocks
+        efficiency = (positions / (blocks * block)) * programs / (triton.cdiv(programs, size)
+                                                                   * size)
+        if efficiency > best + 1e-9:
+            best, best_block = efficiency, block
+        block //= 2
+    return best_block
 
 
 def _tiles(acts: torch.Tensor, resident_limit: int = 0):
-    """(BLOCK_C, BLOCK_P, resident) for acts; resident_limit > 0 asks for a whole-C tile."""
+    """(BLOCK_C, BLOCK_P, resident) for acts; resident_limit > 0 asks for a whole-C tile.
+
+    Rows along P are at least 32 bytes in the looping kernels and 16 bytes in the resident
+    backward (so bfloat16 keeps C = 1024 resident: 1024 x 8 elements, acts read once).
+    """
     batch, channels, positions = acts.shape
     c2 = triton.next_power_of_2(channels)
     p2 = triton.next_power_of_2(positions)
-    target = _target_programs(acts.device)
     tile = _common.TILE_BYTES // 4  # float32 elements of a chunk
+    elt = acts.element_size()
 
-    def _shrink_for_parallelism(block: int, programs, floor: int) -> int:
-        # Halve BLOCK_P until the grid has `target` programs or the floor is reached.
-        while block > floor and programs(block) < target:
-            block //= 2
-        return block
+    def pick(low, high, resident):
+        high = max(1, min(p2, high))
+        per_sm = _RESIDENT_PROGRAMS_PER_SM if resident else _PROGRAMS_PER_SM
+        return _block_p(batch, positions, min(low, high), high, acts.device, per_sm)
 
-    programs = lambda bp: batch * triton.cdiv(positions, bp)
     if _c_contiguous(acts):
         if resident_limit and c2 <= resident_limit:
-            block_p = min(p2, max(1, resident_limit // c2))
-            return c2, _shrink_for_parallelism(block_p, programs, 1), True
+            return c2, pick(1, resident_limit // c2, True), True
         block_c = min(c2, 256)
-        block_p = min(p2, max(1, tile // block_c))
-        return block_c, _shrink_for_parallelism(block_p, programs, 1), False
-    # P contiguous (or neither): rows of at least 32 bytes along P.
-    min_p = min(p2, max(1, 32 // acts.element_size()))
+        return block_c, pick(1, tile // block_c, False), False
+    # P contiguous (or neither).
+    min_p = max(1, 16 // elt)
     if resident_limit and c2 * min_p <= resident_limit:
-        block_p = min(p2, 512, max(min_p, resident_limit // c2))
-        return c2, _shrink_for_parallelism(block_p, programs, min_p), True
-    block_p = _shrink_for_parallelism(min(p2, 128), programs, min(p2, 32))
+        return c2, pick(min_p, min(512, resident_limit // c2), True), True
+    block_p = pick(max(1, 32 // elt), 128, False)
     return min(c2, max(1, tile // block_p)), block_p, False
 
 

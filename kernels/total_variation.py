@@ -57,9 +57,9 @@ from ._common import Launch, needs_int64, on_input_device, resident_grid, sum_ro
 
 _MIN_ROWS = 16  # shortest span of rows per program (bounds the halo re-reads to 1/16)
 _INTERPRETER_PROGRAMS = 4
-_MAX_REGISTERS = 64  # 4 programs of 256 threads (8 of 128) fit an SM's 64K registers
+_MAX_REGISTERS = 72  # 3 programs of 256 threads fit an SM's 64K registers (64 spills on 3.6)
 # variant -> (num_warps, resident programs per SM, register cap); see _launch_config.
-_VARIANTS = {"planes": (8, 4, _MAX_REGISTERS), "channels_last": (4, 8, _MAX_REGISTERS),
+_VARIANTS = {"planes": (8, 3, _MAX_REGISTERS), "channels_last": (8, 3, None),
              "general": (8, 2, None)}
 
 
@@ -280,26 +280,31 @@ def _wide(block_n: int, block_l: int, k: int, views) -> bool:
     return needs_int64(*[((block_n, v.stride_n), (block_l + k, v.stride_l)) for v in views])
 
 
-def _tile_elements(dtype: torch.dtype, variant: str) -> int:
-    """Elements of one row step of a tile: TILE_BYTES of x (so 16-bit tiles hold twice as many
-    elements as float32 ones), halved off the planes variant (see _launch_config)."""
-    elements = _common.TILE_BYTES // dtype.itemsize
+def _tile_elements(dtype: torch.dtype, variant: str, backward: bool) -> int:
+    """Elements of one row step of a tile. The forward streams TILE_BYTES of x per step (16-bit
+    tiles hold twice the elements of float32 ones: the same bytes in flight). The backward
+    keeps four float32 values per element in registers (the row, its neighbour below, the
+    shifted loads), so its tile is TILE_BYTES of float32 for every dtype: with 16-bit tiles of
+    TILE_BYTES it spills at the 64-register cap (104 bytes, sm_90a). Other variants than
+    "planes" take half (see _launch_config)."""
+    elements = _common.TILE_BYTES // (4 if backward else dtype.itemsize)
     return elements if variant == "planes" else elements // 2
 
 
-def _launch_config(x: torch.Tensor, view: _View, *more_views: _View):
-    """(Launch, rows per program, tiles along L, tile rows) for x seen through `view` (and the
-    gradient buffer through more_views).
+def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = None):
+    """(Launch, rows per program, tiles along L, tile rows) of the forward for x seen through
+    `view`, or of the backward when the gradient buffer's out_view is given.
 
-    Variants, by the registers they need (see the AOT compile report), each with as many
-    programs per SM as stay resident:
+    Variants, by the registers they need (sm_90a, Triton 3.9 / 3.6, from the AOT compile
+    report), each with as many programs per SM as stay resident:
 
     * "planes" (unit stride along L, K = 1, x and out alike, int32 offsets): TILE_BYTES per row
-      step, 8 warps, registers capped at _MAX_REGISTERS (no spill): 4 programs per SM;
+      step, 8 warps, registers capped at _MAX_REGISTERS (55-64 / 56-72 used, no spill; at a
+      cap of 64 Triton 3.6 spills 8-12 bytes in 16-bit): 3 programs per SM;
     * "channels_last" (the same with K > 1: the shifted loads are unaligned): half that tile,
-      4 warps, capped at _MAX_REGISTERS: 8 programs per SM;
+      8 warps, no cap (63-64 / 80 registers; any cap up to 80 spills on 3.6): 3 per SM;
     * "general" (strided rows, int64 offsets, x and out laid out differently): half the tile,
-      8 warps, the registers it needs: 2 programs per SM (or two equal waves).
+      8 warps, the registers it needs (40-86 / up to 108): 2 programs per SM.
 
     The tile rows (n_tiles * H of them) are dealt out in equal contiguous spans to a grid of
     resident programs (one wave, common.resident_grid), so every program does the same work,
@@ -307,11 +312,11 @@ def _launch_config(x: torch.Tensor, view: _View, *more_views: _View):
     halo re-reads. In the interpreter (CPU tensors, unless FASTOBJ_SM_COUNT is set) the grid
     is _INTERPRETER_PROGRAMS programs, enough to cross tile boundaries inside a span.
     """
-    views = (view,) + more_views
+    views = (view,) if out_view is None else (view, out_view)
     unit = all(v.stride_l == 1 for v in views)
     same = all(v[4:] == view[4:] for v in views)
     variant = ("planes" if view.K == 1 else "channels_last") if unit and same else "general"
-    tile = _tile_elements(x.dtype, variant)
+    tile = _tile_elements(x.dtype, variant, backward=out_view is not None)
     block_l = min(triton.next_power_of_2(view.L), tile)
     block_n = min(triton.next_power_of_2(view.N), max(1, tile // block_l))
     wide = _wide(block_n, block_l, view.K, views)
