@@ -23,7 +23,7 @@ set -u
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 # phase:budget in seconds; the budgets add up to 420 s (7 minutes).
-PHASES="setup:20 warm:60 variants:60 bench:200 tier:80"
+PHASES="setup:30 warm:60 variants:60 bench:200 tier:70"
 BENCH_MINUTES=3  # --max-minutes of the sweep: the rest of its budget covers start-up and plot
 
 budget() { for p in $PHASES; do [ "${p%%:*}" = "$1" ] && echo "${p##*:}"; done; }
@@ -31,7 +31,8 @@ budget() { for p in $PHASES; do [ "${p%%:*}" = "$1" ] && echo "${p##*:}"; done; 
 if [ "${1:-}" = "--plan" ]; then
   counts=$(TRITON_DEFAULT_FP_FUSION=1 "$PY" tests/kernel_variants.py count) \
     || { echo "could not count the kernel variants"; exit 1; }
-  variants=$("$PY" -c 'import json, sys; print(sum(json.loads(sys.argv[1])["variants"].values()))' "$counts")
+  variants=$("$PY" -c "import json, sys; print(sum(json.loads(sys.argv[1])['variants'].values()))" \
+    "$counts")
   collected=$("$PY" -m pytest --collect-only -q -p no:cacheprovider -m gpu tests/ 2>/dev/null)
   tests=$(grep -c '::' <<<"$collected")
   cases=$(grep -c '^tests/test_kernel_variants_gpu.py::' <<<"$collected")
@@ -89,8 +90,10 @@ print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__
 PYEOF
 }
 
+export PY
+export -f setup  # `timeout` runs commands, not shell functions: through bash -c
 echo "== fastobj gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) in $(pwd)"
-phase setup setup || { echo "setup failed: nothing else can run"; exit 1; }
+phase setup bash -c setup || { echo "setup failed: nothing else can run"; exit 1; }
 phase warm sh -c "'$PY' tests/kernel_variants.py warm 90 > '$OUT/warm.json'"
 phase variants "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_kernel_variants_gpu.py
 phase bench "$PY" -m fastobj bench --preset gpu --device cuda --out "$OUT" \

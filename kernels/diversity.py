@@ -380,6 +380,23 @@ def _pow2_clamp(n: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(max(int(n), 1))))
 
 
+def _least_padding(n: int, low: int, high: int, slack: float = 0.03) -> int:
+    """A tile edge along n: the largest power of two in [low, high] (high capped by n's own
+    power of two) that pads n up to whole tiles by at most `slack`, else the one that pads
+    least. P = 784 (28x28): 64 pads to 832 (6% more products and loads), 128 to 896 (14%),
+    32 to 800 (2%)."""
+    high = _pow2_clamp(n, low, high)
+    best, block = high, high
+    while block >= low:
+        padded = triton.cdiv(n, block) * block
+        if padded <= n * (1 + slack):
+            return block
+        if padded < triton.cdiv(n, best) * best:
+            best = block
+        block //= 2
+    return best
+
+
 def _dot_precision(feats: torch.Tensor) -> str:
     """PRECISION of _dot: float32 follows torch's matmul precision ("highest" -> IEEE, else
     tf32); 16-bit operands ignore it, except bfloat16 in Triton's interpreter ("upcast")."""
@@ -406,9 +423,10 @@ def gram_config(C: int, P: int, dtype: torch.dtype, strides, precision: str) -> 
     """Tiles of the Gram passes (grid set per pass): BLOCK x BLOCK output tiles, BLOCK_K steps
     over P, the dot's PRECISION.
 
-    strides: feats' strides. IEEE float32 dots (no tensor cores: the products are FMAs whose
-    operands sit in registers) and float32 rows that are not 16-aligned get BLOCK_K = 16: at 32
-    the normalised-sum kernel spills on sm_90a (IEEE: 255 registers, 36 bytes of spill stores).
+    BLOCK_K is the widest step that pads P by at most 3% (_least_padding: 32 at P = 784, not
+    64, which pads to 832: 6% more MMA work; PREDICTION). strides: feats' strides. IEEE
+    float32 dots (no tensor cores: the products are FMAs whose operands sit in registers) and
+    float32 rows that are not 16-aligned take at most 16: at 32 the normalised-sum kernel spills on sm_90a (IEEE: 255 registers, 36 bytes of spill stores).
     Unaligned feats or C (see _aligned: element-wise addresses, one register each) get 64 x 64
     tiles, 32 x 32 with IEEE dots: larger, the Gram and form-W kernels spill (IEEE float32
     P=49 at 128: 255 registers and 24-44 bytes, at 64: 28 bytes on sm_90a, 4 on sm_80;
@@ -418,7 +436,7 @@ def gram_config(C: int, P: int, dtype: torch.dtype, strides, precision: str) -> 
     ieee = precision == "ieee"
     block = _pow2_clamp(C, 16, MAX_BLOCK if aligned else min(MAX_BLOCK, 32 if ieee else 64))
     k_block = 16 if dtype == torch.float32 and (ieee or not aligned) else _k_block(dtype)
-    block_k = _pow2_clamp(P, 16, min(MAX_BLOCK, k_block))
+    block_k = _least_padding(P, 16, min(MAX_BLOCK, k_block))
     return Launch((), dict(BLOCK=block, BLOCK_K=block_k, PRECISION=precision),
                   num_warps=8 if block >= 128 else 4, num_stages=3)
 
@@ -430,7 +448,10 @@ def apply_config(C: int, P: int, strides, precision: str) -> Launch:
     The same for every feats dtype: the W scratch is float32, so BLOCK_K is the float32 K tile
     (128 bytes of each W row per step) for 16-bit inputs too. With bfloat16 F at C=512 on
     sm_90, BLOCK_K = 64 would take 112 KiB of shared memory and 136 registers (one 256-thread
-    program per SM instead of two); 32 takes 56 KiB and 116 registers. Unaligned feats or C
+    program per SM instead of two); 32 takes 56 KiB and 116 registers. BLOCK_N keeps P's
+    padding (784 to 896 at 128): at 64 it would be 832, but every program re-reads its
+    BLOCK_M x C rows of W from L2, so halving BLOCK_N doubles that traffic (PREDICTION: at
+    128 already ~44 FLOP per L2 byte, near the L2-bound side). Unaligned feats or C
     (see _aligned) get 64 x 64 output tiles: at 128 the IEEE float32 channels-last product
     spills (255 registers, 24 bytes); IEEE dots take 8 warps as in gram_config (at 4 the
     channels-last product spills 12 bytes on sm_80).
@@ -461,7 +482,13 @@ def _batch_splits(B: int, tiles: int, device: torch.device) -> Tuple[int, int]:
     """(samples per split, number of splits) of the forward's pass 3: as many splits as fill
     one wave of resident programs (common.resident_grid; one 8-warp program per SM, by its
     registers) with `tiles` programs each, so the grid has no partial tail wave. No split is
-    empty."""
+    empty.
+
+    PREDICTION (H200, 132 SMs, C = 512: 10 upper tiles; ptxas: 174 registers, 96 KiB of
+    shared memory, one program per SM): 13 splits, 130 programs, one wave at B = 256 to 1024,
+    against 260-270 programs in 2-3 waves before (at B = 1024, 270 = 132 + 132 + 6: a third
+    wave with 6 busy SMs, 68% of the slots used).
+    """
     programs = resident_grid(device, _NORMSUM_PROGRAMS_PER_SM, _INTERPRETER_PROGRAMS, B * tiles)
     per = triton.cdiv(B, max(1, programs // tiles))
     return per, triton.cdiv(B, per)

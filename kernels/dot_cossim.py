@@ -33,12 +33,22 @@ channels-last ones (stride 1 along C). A shared direction (Pv = 1) is loaded onc
 
 The backward needs the channel sums of a position before it can write that position's
 gradient. When a position's whole channel column fits the tile (``RESIDENT``: at most 8192
-elements with rows of 16 bytes along P, so C up to 2048 in float32 and 1024 in 16-bit for
-(B, C, H·W) layouts, up to 8192 channels-last) the program loads it once, reduces, and writes
-the gradient from registers, so acts is read once. Larger C runs
-two chunked loops (reduce, then write), which reads acts twice; the second read may come from
+elements, rows along P of 32 bytes or, where that does not fit, 16: C up to 2048 in float32
+and 1024 in 16-bit for (B, C, H·W) layouts, up to 8192 channels-last) the program loads it
+once, reduces, and writes the gradient from registers, so acts is read once. Larger C runs two
+chunked loops (reduce, then write), which reads acts twice; the second read may come from
 L2. The direction's gradient is reduced deterministically: per-program partial rows in float32,
 then a fixed-order sum (``common.sum_rows``). No atomics anywhere: repeats are bitwise equal.
+
+Launch arithmetic (PREDICTIONS for an H200, 132 SMs; not measured): BLOCK_P is chosen by
+padding and wave efficiency (_block_p). At 256x1024x14x14 (P = 196): float32 forward
+256x8 tiles (rows of 32 bytes), 6400 programs of 8 warps (40-92 registers, ~4 per SM:
+12.1 waves, <1% tail, 2% padding, against 4 blocks of 64 = 23% idle lanes before);
+bfloat16 forward 128x16 tiles, 3328 programs (6.3 waves); bfloat16 backward resident
+(1024 x 8: acts read once, not twice), 6400 programs of 16 warps (54-109 registers: 1-2
+per SM), 16 KiB of acts in flight per program. Cost floor: forward B·C·P·elt bytes read;
+backward reads acts again and writes their gradient, so forward + backward moves
+3·B·C·P·elt bytes (plus the direction and its gradient).
 
 Offsets: per-program and per-chunk bases are 64-bit scalars; in-tile offsets are int32 unless
 the launcher finds they can reach 2**31 (``WIDE``).
@@ -349,8 +359,9 @@ def _block_p(batch: int, positions: int, low: int, high: int, device: torch.devi
 def _tiles(acts: torch.Tensor, resident_limit: int = 0):
     """(BLOCK_C, BLOCK_P, resident) for acts; resident_limit > 0 asks for a whole-C tile.
 
-    Rows along P are at least 32 bytes in the looping kernels and 16 bytes in the resident
-    backward (so bfloat16 keeps C = 1024 resident: 1024 x 8 elements, acts read once).
+    Rows along P are at least 32 bytes (a DRAM sector), or 16 bytes in the resident backward
+    when 32 would not fit _RESIDENT_TILE (so bfloat16 keeps C = 1024 resident: 1024 x 8
+    elements, acts read once instead of twice).
     """
     batch, channels, positions = acts.shape
     c2 = triton.next_power_of_2(channels)
@@ -369,10 +380,11 @@ def _tiles(acts: torch.Tensor, resident_limit: int = 0):
         block_c = min(c2, 256)
         return block_c, pick(1, tile // block_c, False), False
     # P contiguous (or neither).
-    min_p = max(1, 16 // elt)
+    sector, half = max(1, 32 // elt), max(1, 16 // elt)
+    min_p = sector if c2 * sector <= resident_limit else half
     if resident_limit and c2 * min_p <= resident_limit:
         return c2, pick(min_p, min(512, resident_limit // c2), True), True
-    block_p = pick(max(1, 32 // elt), 128, False)
+    block_p = pick(sector, 128, False)
     return min(c2, max(1, tile // block_p)), block_p, False
 
 

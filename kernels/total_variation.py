@@ -37,6 +37,16 @@ that costs no spill): one full wave, equal work per program, no tail. A planes r
 ``TILE_BYTES`` of x over 8 warps (two 16-byte loads per thread, whatever the dtype); the
 variants are listed in ``_launch_config``.
 
+Launch arithmetic (PREDICTIONS for an H200, 132 SMs, ~4.3 TB/s copy; not measured): at
+64x3x512x512 the forward takes 391 programs (float32, 4x512 tiles) or 384 (16-bit, 8x512)
+of the 396 resident slots (132 SMs x 3 programs of 8 warps at the 72-register cap; ptxas:
+56-64 registers on Triton 3.9, 64-72 on 3.6, no spill): one wave. Each program keeps one
+8 KiB row step in flight, 24 KiB per SM, which by Little's law (~0.8 us loaded latency) is
+~4 TB/s, ~90% of copy bandwidth. The backward's 16-bit tiles hold 2048 elements (4 KiB
+read, 4 KiB written per step): ~12 KiB of reads in flight per SM, ~2 TB/s predicted, short
+of the 85% goal; float32 as the forward. Cost floor: forward n bytes read; backward reads
+x again (the forward's input), so forward + backward moves 3n bytes (n = x's bytes).
+
 Offsets: the tile's base offset is a 64-bit scalar; in-tile offsets are int32 unless the
 launcher finds they could reach 2**31 (``WIDE``), so tensors beyond 2**31 elements are safe.
 
