@@ -58,9 +58,10 @@ from ._common import Launch, on_input_device, resident_grid, sum_rows
 # and then W_i in place (4·C² bytes per sample, whatever the input dtype). 1 GiB holds the whole
 # of a B=1024, C=512 batch; larger batches run in chunks of the batch.
 MAX_SCRATCH_BYTES = 1 << 30
-# Resident programs per SM of the forward's pass 3 (8 warps, ~174 registers: one per SM), and
-# its grid in the interpreter (enough batch splits to cover the split sums on small inputs).
-_NORMSUM_PROGRAMS_PER_SM = 1
+# Resident programs per SM of the forward's pass 3 at 128 x 128 tiles, 8 warps (ptxas, sm_90a):
+# 16-bit 123-126 registers and 64 KiB of shared memory, two per SM; float32 166-232 registers,
+# one. And its grid in the interpreter (enough batch splits to cover the split sums).
+_NORMSUM_PROGRAMS_PER_SM = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 1}
 _INTERPRETER_PROGRAMS = 264
 _SIGMA_FLOOR = 1e-30  # keeps σ_i > 0 when A = 0 and κ_i = 0 (W_i = 0 then)
 # Largest tile edge (C of the Gram tiles, C and P of the W·F tiles). Tests lower it to cover
@@ -478,18 +479,18 @@ def _tile_counts(C: int, block: int) -> Tuple[int, int]:
     return nt, nt * (nt + 1) // 2
 
 
-def _batch_splits(B: int, tiles: int, device: torch.device) -> Tuple[int, int]:
+def _batch_splits(B: int, tiles: int, feats: torch.Tensor) -> Tuple[int, int]:
     """(samples per split, number of splits) of the forward's pass 3: as many splits as fill
-    one wave of resident programs (common.resident_grid; one 8-warp program per SM, by its
-    registers) with `tiles` programs each, so the grid has no partial tail wave. No split is
-    empty.
+    one wave of resident programs (common.resident_grid, _NORMSUM_PROGRAMS_PER_SM) with
+    `tiles` programs each, so the grid has no partial tail wave. No split is empty.
 
-    PREDICTION (H200, 132 SMs, C = 512: 10 upper tiles; ptxas: 174 registers, 96 KiB of
-    shared memory, one program per SM): 13 splits, 130 programs, one wave at B = 256 to 1024,
-    against 260-270 programs in 2-3 waves before (at B = 1024, 270 = 132 + 132 + 6: a third
-    wave with 6 busy SMs, 68% of the slots used).
+    PREDICTION (H200, 132 SMs, C = 512: 10 upper tiles): bfloat16 26 splits, 260 programs in
+    one wave of 264 slots; float32 13 splits, 130 programs in one wave of 132; at B = 256 to
+    1024 alike. Before: 260-270 programs on one slot per SM, 2-3 waves (at B = 1024,
+    270 = 132 + 132 + 6: a third wave with 6 busy SMs, 68% of the slots used).
     """
-    programs = resident_grid(device, _NORMSUM_PROGRAMS_PER_SM, _INTERPRETER_PROGRAMS, B * tiles)
+    per_sm = _NORMSUM_PROGRAMS_PER_SM[feats.dtype]
+    programs = resident_grid(feats.device, per_sm, _INTERPRETER_PROGRAMS, B * tiles)
     per = triton.cdiv(B, max(1, programs // tiles))
     return per, triton.cdiv(B, per)
 
@@ -537,7 +538,7 @@ def diversity_sums_forward(feats: torch.Tensor, eps: float
     sq = torch.empty((), **f32)
     _partials_launch(tiles).on((1,))(_norms_and_sq_kernel, part, norms, sq, B, tiles, eps)
 
-    per, splits = _batch_splits(B, tiles, feats.device)
+    per, splits = _batch_splits(B, tiles, feats)
     sums = torch.empty((C, C), **f32)
     spart = sums if splits == 1 else torch.empty((splits, C, C), **f32)  # one split: S itself
     gram.on((tiles, splits))(_normalised_gram_sum_kernel, feats, norms, spart, B, C, P,

@@ -40,7 +40,7 @@ variants are listed in ``_launch_config``.
 Launch arithmetic (PREDICTIONS for an H200, 132 SMs, ~4.3 TB/s copy; not measured): at
 64x3x512x512 the forward takes 391 programs (float32, 4x512 tiles) or 384 (16-bit, 8x512)
 of the 396 resident slots (132 SMs x 3 programs of 8 warps at the 72-register cap; ptxas:
-56-64 registers on Triton 3.9, 64-72 on 3.6, no spill): one wave. Each program keeps one
+56-72 registers on Triton 3.9 and 3.6, no spill): one wave. Each program keeps one
 8 KiB row step in flight, 24 KiB per SM, which by Little's law (~0.8 us loaded latency) is
 ~4 TB/s, ~90% of copy bandwidth. The backward's 16-bit tiles hold 2048 elements (4 KiB
 read, 4 KiB written per step): ~12 KiB of reads in flight per SM, ~2 TB/s predicted, short
@@ -305,16 +305,16 @@ def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = Non
     """(Launch, rows per program, tiles along L, tile rows) of the forward for x seen through
     `view`, or of the backward when the gradient buffer's out_view is given.
 
-    Variants, by the registers they need (sm_90a, Triton 3.9 / 3.6, from the AOT compile
+    Variants, by the registers they need (sm_90a, Triton 3.9 and 3.6, from the AOT compile
     report), each with as many programs per SM as stay resident:
 
     * "planes" (unit stride along L, K = 1, x and out alike, int32 offsets): TILE_BYTES per row
-      step, 8 warps, registers capped at _MAX_REGISTERS (55-64 / 56-72 used, no spill; at a
-      cap of 64 Triton 3.6 spills 8-12 bytes in 16-bit): 3 programs per SM;
+      step, 8 warps, registers capped at _MAX_REGISTERS (56-72 used, no spill; at a cap of 64
+      Triton 3.6 spills 8-12 bytes in 16-bit): 3 programs per SM;
     * "channels_last" (the same with K > 1: the shifted loads are unaligned): half that tile,
-      8 warps, no cap (63-64 / 80 registers; any cap up to 80 spills on 3.6): 3 per SM;
+      8 warps, no cap (32-80 registers; caps of 64-80 spill on 3.6): 3 per SM;
     * "general" (strided rows, int64 offsets, x and out laid out differently): half the tile,
-      8 warps, the registers it needs (40-86 / up to 108): 2 programs per SM.
+      8 warps, the registers it needs (40-108): 2 programs per SM.
 
     The tile rows (n_tiles * H of them) are dealt out in equal contiguous spans to a grid of
     resident programs (one wave, common.resident_grid), so every program does the same work,
