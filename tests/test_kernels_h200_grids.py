@@ -16,7 +16,7 @@ from fastobj.backend import interpreter_enabled
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = ["test_kernel_total_variation.py", "test_kernel_dot_cossim.py",
-           "test_kernel_diversity.py", "test_kernel_device_guard.py"]
+           "test_kernel_diversity.py"]
 
 
 @pytest.mark.slow
