@@ -68,7 +68,8 @@ def _reference_run(acts, vec, cossim_pow, angled, g, vec_grad, make_vec=_identit
 
 
 def check_against_reference(acts, vec, cossim_pow, angled, vec_grad=True, make_vec=_identity):
-    g = torch.randn(acts.shape[0], acts.shape[2], dtype=torch.float64).to(acts.dtype)
+    g = torch.randn(acts.shape[0], acts.shape[2], dtype=torch.float64,
+                    device=acts.device).to(acts.dtype)
     out, grads = _triton_run(acts, vec, cossim_pow, angled, g, vec_grad, make_vec)
     ref_out, ref_grads = _reference_run(acts, vec, cossim_pow, angled, g, vec_grad, make_vec)
     tol = TOLERANCE[acts.dtype]

@@ -46,7 +46,8 @@ def _reference_value_and_grad(x: torch.Tensor, g: torch.Tensor):
 
 
 def check_against_reference(x: torch.Tensor):
-    g = torch.randn((), dtype=torch.float64).to(x.dtype)  # upstream gradient other than 1
+    # upstream gradient other than 1, on x's device
+    g = torch.randn((), dtype=torch.float64, device=x.device).to(x.dtype)
     value, grad = _triton_value_and_grad(x, g)
     ref_value, ref_grad = _reference_value_and_grad(x, g)
     tol = TOLERANCE[x.dtype]
