@@ -55,6 +55,8 @@ def sm_count(device: torch.device) -> Optional[int]:
     program costs Python time, so launchers keep grids small)."""
     override = os.environ.get(SM_COUNT_ENV, "").strip()
     if override:
+        if not override.isdigit() or int(override) < 1:
+            raise ValueError(f"{SM_COUNT_ENV} must be a positive integer, got {override!r}")
         return int(override)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()

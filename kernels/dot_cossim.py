@@ -162,8 +162,12 @@ def _dot_cossim_fwd_kernel(acts_ptr, vec_ptr, out_ptr, C, P, n_pblocks,
                            sa_b, sa_c, sa_p, sv_b, sv_c, sv_p, eps, cossim_pow,
                            ANGLED: tl.constexpr, HAS_POW: tl.constexpr,
                            VEC_PER_POS: tl.constexpr, BLOCK_C: tl.constexpr,
-                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr):
+                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr, ALIGN: tl.constexpr):
     """out[b, p] = dot · clamp(cos, 0.1)^cossim_pow for one sample b and BLOCK_P positions.
+
+    ALIGN: P and the channel strides of the (B, C, P)-shaped operands (sa_c, and sv_c when
+    VEC_PER_POS) arrive divided by it (see _alignment), so Triton knows that rows along P
+    start, and their masks change, at multiples of it, and loads them as vectors.
 
     Buffers:
       acts_ptr  (B, C, P), strides (sa_b, sa_c, sa_p); float32/float16/bfloat16.
@@ -174,6 +178,10 @@ def _dot_cossim_fwd_kernel(acts_ptr, vec_ptr, out_ptr, C, P, n_pblocks,
     from L2 when shared) and writes B·P elements. FLOPs: 2·B·C·P for Σv·a, plus 2·B·C·P for
     Σa² (and for Σv² when per-position) when cossim_pow != 0; O(B·P) for the epilogue.
     """
+    P = P * ALIGN
+    sa_c = sa_c * ALIGN
+    if VEC_PER_POS:
+        sv_c = sv_c * ALIGN
     pid = tl.program_id(0)
     b, p0, rc, rp, p_mask = _position_block(pid, n_pblocks, P, BLOCK_C, BLOCK_P)
     a_base = acts_ptr + (b.to(tl.int64) * sa_b + p0.to(tl.int64) * sa_p)
@@ -225,8 +233,11 @@ def _dot_cossim_bwd_kernel(acts_ptr, vec_ptr, grad_ptr, ga_ptr, gv_ptr, C, P, n_
                            ANGLED: tl.constexpr, HAS_POW: tl.constexpr,
                            VEC_PER_POS: tl.constexpr, VEC_GRAD: tl.constexpr,
                            RESIDENT: tl.constexpr, BLOCK_C: tl.constexpr,
-                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr):
+                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr, ALIGN: tl.constexpr):
     """Gradients of out[b, p] (see the module docstring) for one sample b, BLOCK_P positions.
+
+    ALIGN: as in the forward, for P, sa_c and sga_c, sv_c when VEC_PER_POS and sgv_c when
+    VEC_GRAD is 1.
 
     Buffers:
       acts_ptr  (B, C, P), strides (sa_b, sa_c, sa_p); float32/float16/bfloat16.
@@ -243,6 +254,13 @@ def _dot_cossim_bwd_kernel(acts_ptr, vec_ptr, grad_ptr, ga_ptr, gv_ptr, C, P, n_
     acts twice. FLOPs: ~4·B·C·P for the sums, ~4·B·C·P for the gradient, ~4·B·C·P more with a
     direction gradient.
     """
+    P = P * ALIGN
+    sa_c = sa_c * ALIGN
+    sga_c = sga_c * ALIGN
+    if VEC_PER_POS:
+        sv_c = sv_c * ALIGN
+    if VEC_GRAD == 1:
+        sgv_c = sgv_c * ALIGN
     pid = tl.program_id(0)
     b, p0, rc, rp, p_mask = _position_block(pid, n_pblocks, P, BLOCK_C, BLOCK_P)
     b64 = b.to(tl.int64)
@@ -404,6 +422,24 @@ def _launch(acts: torch.Tensor, strides, backward: bool = False) -> Launch:
     return Launch((acts.shape[0] * n_pblocks,), consts, num_warps=num_warps)
 
 
+def _alignment(acts: torch.Tensor, channel_strides) -> int:
+    """ALIGN of the kernels: the largest of 8, 4 and 2 that divides P and every channel stride
+    of the operands loaded along P (acts with unit stride along P: (B, C, H·W) activations),
+    else 1; 1 as well when all are multiples of 16, which Triton's own specialisation sees.
+    At P = 196 it is 4: float32 rows start on 16-byte boundaries, bfloat16 ones on 8, and
+    the P mask is constant over 4 positions (without it the float32 forward's PTX has no
+    vector load)."""
+    values = [acts.shape[2], *channel_strides]
+    if acts.stride(2) != 1 or all(v % 16 == 0 for v in values):
+        return 1
+    return next((unit for unit in (8, 4, 2) if all(v % unit == 0 for v in values)), 1)
+
+
+def _divide_channel_stride(strides, unit: int):
+    """(stride_b, stride_c // unit, stride_p): what the kernels take with ALIGN = unit."""
+    return strides[0], strides[1] // unit, strides[2]
+
+
 def _vec_strides(vec: torch.Tensor):
     """vec's strides with 0 along its broadcast (size-1) batch and position dims."""
     return (0 if vec.shape[0] == 1 else vec.stride(0), vec.stride(1),
@@ -432,11 +468,14 @@ def dot_cossim_forward(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
     if channels == 0:
         return out.zero_()
     sv = _vec_strides(vec)
+    per_pos = vec.shape[2] != 1
     launch = _launch(acts, [(acts.stride(1), acts.stride(2)), (sv[1], sv[2])])
-    launch(_dot_cossim_fwd_kernel, acts, vec, out, channels, positions,
-           triton.cdiv(positions, launch.constexprs["BLOCK_P"]), *acts.stride(), *sv,
-           float(eps), float(cossim_pow), ANGLED=bool(angled), HAS_POW=cossim_pow != 0,
-           VEC_PER_POS=vec.shape[2] != 1)
+    unit = _alignment(acts, [acts.stride(1)] + ([sv[1]] if per_pos else []))
+    launch(_dot_cossim_fwd_kernel, acts, vec, out, channels, positions // unit,
+           triton.cdiv(positions, launch.constexprs["BLOCK_P"]),
+           *_divide_channel_stride(acts.stride(), unit),
+           *_divide_channel_stride(sv, unit if per_pos else 1), float(eps), float(cossim_pow),
+           ANGLED=bool(angled), HAS_POW=cossim_pow != 0, VEC_PER_POS=per_pos, ALIGN=unit)
     return out
 
 
@@ -476,11 +515,16 @@ def dot_cossim_backward(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tenso
     if needs_int64(((launch.constexprs["BLOCK_C"], sgv[1]),
                     (launch.constexprs["BLOCK_P"], sgv[2]))):
         launch = dataclasses.replace(launch, constexprs=dict(launch.constexprs, WIDE=True))
-    launch(_dot_cossim_bwd_kernel, acts, vec, grad, grad_acts, gv, channels, positions,
-           triton.cdiv(positions, launch.constexprs["BLOCK_P"]), *acts.stride(), *sv,
-           grad.stride(0), grad.stride(1), *grad_acts.stride(), *sgv, float(eps),
+    unit = _alignment(acts, [acts.stride(1), grad_acts.stride(1)]
+                         + ([sv[1]] if per_pos else []) + ([sgv[1]] if mode == 1 else []))
+    launch(_dot_cossim_bwd_kernel, acts, vec, grad, grad_acts, gv, channels, positions // unit,
+           triton.cdiv(positions, launch.constexprs["BLOCK_P"]),
+           *_divide_channel_stride(acts.stride(), unit),
+           *_divide_channel_stride(sv, unit if per_pos else 1), grad.stride(0), grad.stride(1),
+           *_divide_channel_stride(grad_acts.stride(), unit),
+           *_divide_channel_stride(sgv, unit if mode == 1 else 1), float(eps),
            float(cossim_pow), ANGLED=bool(angled), HAS_POW=cossim_pow != 0,
-           VEC_PER_POS=per_pos, VEC_GRAD=mode)
+           VEC_PER_POS=per_pos, VEC_GRAD=mode, ALIGN=unit)
     if partial is not None:
         if mode == 1:  # Σ over the batch of per-sample (C·P) rows
             sum_rows(partial.view(1, batch, channels * positions), grad_vec)

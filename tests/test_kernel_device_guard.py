@@ -4,7 +4,8 @@ Triton launches on the *current* CUDA device, so without a guard a tensor on cud
 cuda:0 is current would be read by a kernel running on the wrong GPU. On CPU the guard is
 emulated: ``_common.device_guard`` is replaced by one that records the device it was asked for
 and marks the launcher as inside it, and Triton's interpreter refuses a launch made outside.
-The `gpu` test runs the real guard with two GPUs (skipped with a reason otherwise).
+The `gpu` test runs the real guard with two GPUs (skipped with a reason otherwise). The SM
+count that sizes the grids (FASTOBJ_SM_COUNT or the device's) is checked here too.
 """
 import contextlib
 
@@ -97,3 +98,12 @@ def test_second_gpu_while_first_is_current():
                                                              device="cuda:1"))
     torch.testing.assert_close(value.double(), ref, rtol=1e-5, atol=0)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_sm_count_override_is_checked(monkeypatch):
+    monkeypatch.setenv(common.SM_COUNT_ENV, "132")
+    assert common.sm_count(torch.device("cpu")) == 132
+    assert common.resident_grid(torch.device("cpu"), 3, 4, 10_000) == 396
+    monkeypatch.setenv(common.SM_COUNT_ENV, "many")
+    with pytest.raises(ValueError, match="FASTOBJ_SM_COUNT"):
+        common.sm_count(torch.device("cpu"))

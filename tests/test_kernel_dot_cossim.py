@@ -183,6 +183,17 @@ def test_looping_backward(monkeypatch):
     check_against_reference(_channels_last_acts(c=2 * C), torch.randn(B, 2 * C, 35), 2.5, False)
 
 
+@pytest.mark.parametrize("positions,unit", [(12, 4), (14, 2), (40, 8)])
+def test_positions_and_channel_strides_passed_in_units(positions, unit):
+    """P a multiple of 2, 4 or 8 (not 16): P and the channel strides reach the kernels divided
+    by ALIGN, and the kernels multiply them back."""
+    module = pytest.importorskip("fastobj.kernels.dot_cossim")
+    acts = torch.randn(B, C, positions)
+    assert module._alignment(acts, [acts.stride(1)]) == unit
+    check_against_reference(acts, torch.randn(B, C, positions), 4.0, True)
+    check_against_reference(acts, torch.randn(1, C, 1), 2.5, False)
+
+
 def test_64bit_in_tile_offsets(monkeypatch):
     """The WIDE (int64 in-tile offsets) variants, forced by lowering the int32 threshold."""
     pytest.importorskip("fastobj.kernels.dot_cossim")
