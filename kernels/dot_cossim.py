@@ -42,11 +42,12 @@ then a fixed-order sum (``common.sum_rows``). No atomics anywhere: repeats are b
 
 Launch arithmetic (PREDICTIONS for an H200, 132 SMs; not measured): BLOCK_P is chosen by
 padding and wave efficiency (_block_p). At 256x1024x14x14 (P = 196): float32 forward
-256x8 tiles (rows of 32 bytes), 6400 programs of 8 warps (40-92 registers, ~4 per SM:
+256x8 tiles (rows of 32 bytes), 6400 programs of 8 warps (at most 64 registers, 4 per SM:
 12.1 waves, <1% tail, 2% padding, against 4 blocks of 64 = 23% idle lanes before);
 bfloat16 forward 128x16 tiles, 3328 programs (6.3 waves); bfloat16 backward resident
-(1024 x 8: acts read once, not twice), 6400 programs of 16 warps (54-109 registers: 1-2
-per SM), 16 KiB of acts in flight per program. Cost floor: forward B·C·P·elt bytes read;
+(1024 x 8: acts read once, not twice), 6400 programs of 16 warps (39-94 registers: 1-2
+per SM), 16 KiB of acts in flight per program. Rows along P load as 16-byte (float32) or
+8-byte (16-bit) vectors at P = 196 (ALIGN; the forward's PTX had only scalar loads). Cost floor: forward B·C·P·elt bytes read;
 backward reads acts again and writes their gradient, so forward + backward moves
 3·B·C·P·elt bytes (plus the direction and its gradient).
 
@@ -67,7 +68,7 @@ from ._common import Launch, needs_int64, on_input_device, sum_rows, tile_offset
 _RESIDENT_TILE = 8192  # the most elements a backward program keeps in registers
 _NUM_WARPS = 8
 # Resident programs per SM, predicted from the AOT report (sm_90a): 8-warp streaming programs
-# at 40-92 registers, 4; the resident backward's 16 warps at 54-109 registers, 1.
+# at <= 64 registers, 4; the resident backward's 16 warps at 39-94 registers, 1 (2 at <= 64).
 _PROGRAMS_PER_SM = 4
 _RESIDENT_PROGRAMS_PER_SM = 1
 
