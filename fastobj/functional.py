@@ -158,7 +158,7 @@ def total_variation_ref(x: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("fastobj::total_variation", mutates_args=())
 def _total_variation_op(x: torch.Tensor) -> torch.Tensor:
-    return _kernels("total_variation").total_variation_forward(x).to(x.dtype)
+    return _kernels("total_variation").total_variation_forward(x, x.dtype)
 
 
 @_total_variation_op.register_fake

@@ -1,8 +1,122 @@
-"""Triton helpers shared by the kernel modules of ``fastobj.kernels`` (inlined where called)."""
+"""What the kernel modules of ``fastobj.kernels`` share: the device guard, the grid-sizing
+policy, the launch-configuration type, the int32-offset test, the tile size and the fixed-order
+sum kernel."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import os
+from typing import Dict, Optional, Tuple
+
+import torch
 import triton
 import triton.language as tl
+
+INT32_LIMIT = 2**31  # in-tile offsets at or above this need int64 (tests lower it)
+# Bytes a looping kernel moves per tile step: 8 KiB, i.e. 2048 float32 elements, 8 per thread
+# of 8 warps (two 16-byte loads each).
+TILE_BYTES = 8192
+# Environment variable that sizes grids for that many SMs on any device, CPU tensors in
+# Triton's interpreter included (FASTOBJ_SM_COUNT=132: an H200's grids).
+SM_COUNT_ENV = "FASTOBJ_SM_COUNT"
+
+
+# --------------------------------------------------------------------------------------------
+# Device guard and grid sizing.
+# --------------------------------------------------------------------------------------------
+
+def device_guard(device: torch.device):
+    """The context under which kernels for `device` launch: that CUDA device made current
+    (Triton launches on the current device), or nothing for CPU tensors (the interpreter)."""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
+def on_input_device(launcher):
+    """Run `launcher(tensor, ...)` under device_guard(tensor.device): a tensor on cuda:1 while
+    cuda:0 is current gets its kernels launched on cuda:1."""
+    @functools.wraps(launcher)
+    def guarded(first: torch.Tensor, *args, **kwargs):
+        with device_guard(first.device):
+            return launcher(first, *args, **kwargs)
+    return guarded
+
+
+@functools.lru_cache(maxsize=None)
+def _device_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> Optional[int]:
+    """SMs to size grids for: FASTOBJ_SM_COUNT when set (tests emulate an H200's 132 on CPU),
+    else the CUDA device's own count, else None (CPU tensors: the interpreter, where every
+    program costs Python time, so launchers keep grids small)."""
+    override = os.environ.get(SM_COUNT_ENV, "").strip()
+    if override:
+        if not override.isdigit() or int(override) < 1:
+            raise ValueError(f"{SM_COUNT_ENV} must be a positive integer, got {override!r}")
+        return int(override)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return _device_sm_count(index)
+    return None
+
+
+def wave(device: torch.device, programs_per_sm: int) -> Optional[int]:
+    """Programs that run at once on the device (SMs x programs_per_sm, the latter predicted
+    from the kernel's registers, warps and shared memory), or None in the interpreter."""
+    sms = sm_count(device)
+    return None if sms is None else sms * programs_per_sm
+
+
+def resident_grid(device: torch.device, programs_per_sm: int, interpreter_programs: int,
+                  work_items: int) -> int:
+    """Programs for `work_items` independent items: at most one full wave (see wave), so no
+    partial tail wave; on the interpreter at most interpreter_programs. Never more programs
+    than items, never fewer than one."""
+    size = wave(device, programs_per_sm)
+    return max(1, min(interpreter_programs if size is None else size, work_items))
+
+
+# --------------------------------------------------------------------------------------------
+# Launch configuration.
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """One kernel launch: its grid, its compile-time constants and Triton's options."""
+    grid: Tuple[int, ...]
+    constexprs: Dict[str, object]
+    num_warps: int
+    num_stages: Optional[int] = None
+    maxnreg: Optional[int] = None
+
+    @property
+    def options(self) -> Dict[str, int]:
+        """num_warps, and num_stages / maxnreg where set (left to Triton's defaults else)."""
+        opts = {"num_warps": self.num_warps}
+        if self.num_stages is not None:
+            opts["num_stages"] = self.num_stages
+        if self.maxnreg is not None:
+            opts["maxnreg"] = self.maxnreg
+        return opts
+
+    def on(self, grid: Tuple[int, ...]) -> "Launch":
+        """The same configuration on another grid (one tile shape, several passes)."""
+        return dataclasses.replace(self, grid=tuple(grid))
+
+    def __call__(self, kernel, *args, **extra_constexprs):
+        kernel[self.grid](*args, **self.constexprs, **extra_constexprs, **self.options)
+
+
+def needs_int64(*tiles) -> bool:
+    """Whether an in-tile offset can reach INT32_LIMIT. Each tile is a sequence of
+    (extent, element stride) pairs, one per axis; its largest offset is
+    Σ (extent - 1)·|stride|."""
+    return any(sum((extent - 1) * abs(stride) for extent, stride in tile) >= INT32_LIMIT
+               for tile in tiles)
 
 
 @triton.jit
@@ -22,3 +136,51 @@ def tile_offsets(rows, cols, stride_rows, stride_cols, WIDE: tl.constexpr):
     else:
         offsets = rows[:, None] * stride_rows + cols[None, :] * stride_cols
     return offsets
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed-order sums (the second stage of every deterministic reduction).
+# --------------------------------------------------------------------------------------------
+
+_SUM_ELEMENTS = 4096  # elements a program of sum_rows_kernel loads per step
+
+
+@triton.jit
+def sum_rows_kernel(in_ptr, out_ptr, R, M, n_mblocks,
+                    BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+    """out[a, m] = Σ_r in[a, r, m] in a fixed order (r in blocks of BLOCK_R, then a tree
+    over the block), so repeated calls are bitwise equal.
+
+    Grid (A·n_mblocks,): program a·n_mblocks + j sums columns [j·BLOCK_M, (j+1)·BLOCK_M) of
+    slab a. Buffers: in_ptr float32 (A, R, M) contiguous; out_ptr (A, M) contiguous, any float
+    dtype (the sum is rounded to it once).
+    Cost: reads 4·A·R·M bytes, writes A·M elements; A·R·M additions.
+    """
+    pid = tl.program_id(0)
+    a = pid // n_mblocks
+    m = (pid % n_mblocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rr = tl.arange(0, BLOCK_R)
+    base = in_ptr + a.to(tl.int64) * R * M
+    acc = tl.zeros((BLOCK_R, BLOCK_M), dtype=tl.float32)
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + rr
+        offsets = r.to(tl.int64)[:, None] * M + m[None, :]
+        acc += tl.load(base + offsets, mask=(r < R)[:, None] & (m < M)[None, :], other=0.0)
+    tl.store(out_ptr + a.to(tl.int64) * M + m,
+             tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=m < M)
+
+
+def sum_rows(partial: torch.Tensor, out: torch.Tensor) -> None:
+    """out = partial.sum(1) in a fixed order: partial float32 (A, R, M) contiguous, out of any
+    float dtype and any layout holding A·M elements (written through a contiguous temporary
+    when out is not contiguous)."""
+    a, r, m = partial.shape
+    block_m = min(triton.next_power_of_2(m), 128)
+    block_r = min(triton.next_power_of_2(r), max(1, _SUM_ELEMENTS // block_m))
+    n_mblocks = triton.cdiv(m, block_m)
+    target = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype,
+                                                         device=out.device)
+    Launch((a * n_mblocks,), dict(BLOCK_R=block_r, BLOCK_M=block_m), num_warps=4)(
+        sum_rows_kernel, partial, target, r, m, n_mblocks)
+    if target is not out:
+        out.copy_(target)

@@ -21,7 +21,7 @@ forward
   2. ``_norms_and_sq_kernel``           one program: norms (fixed-order sum of the partials), sq.
   3. ``_normalised_gram_sum_kernel``    one program per (upper tile, split of the batch):
                                         Σ_i G_i/n_i over the split (G recomputed, not stored).
-  4. ``_sum_splits_kernel``             S = Σ_split in split order (skipped with one split).
+  4. ``common.sum_rows``                S = Σ_split in split order (skipped with one split).
 backward (over chunks of the batch, so the scratch stays under MAX_SCRATCH_BYTES)
   1. ``_gram_cotangent_kernel``         one program per (sample, upper tile): G tile to scratch,
                                         <A, tile> partials.
@@ -51,13 +51,18 @@ import torch
 import triton
 import triton.language as tl
 
+from ..backend import interpreter_enabled
+from ._common import Launch, on_input_device, resident_grid, sum_rows
+
 # Scratch budget of the backward: one float32 (chunk, C, C) buffer, G_i of a chunk of samples
 # and then W_i in place (4·C² bytes per sample, whatever the input dtype). 1 GiB holds the whole
 # of a B=1024, C=512 batch; larger batches run in chunks of the batch.
 MAX_SCRATCH_BYTES = 1 << 30
-# The forward's batch split aims at this many programs for pass 3 (two waves of a 132-SM H100/
-# H200). It depends on shapes only, so results do not depend on the device's SM count.
-TARGET_PROGRAMS = 264
+# Resident programs per SM of the forward's pass 3 at 128 x 128 tiles, 8 warps (ptxas, sm_90a):
+# 16-bit 123-126 registers and 64 KiB of shared memory, two per SM; float32 166-232 registers,
+# one. And its grid in the interpreter (enough batch splits to cover the split sums).
+_NORMSUM_PROGRAMS_PER_SM = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 1}
+_INTERPRETER_PROGRAMS = 264
 _SIGMA_FLOOR = 1e-30  # keeps σ_i > 0 when A = 0 and κ_i = 0 (W_i = 0 then)
 # Largest tile edge (C of the Gram tiles, C and P of the W·F tiles). Tests lower it to cover
 # several tiles on small, interpreter-sized inputs.
@@ -243,23 +248,6 @@ def _normalised_gram_sum_kernel(f_ptr, norms_ptr, spart_ptr, B, C, P, stride_b, 
              mask=in_tile & _off_diagonal(rows_m, rows_n, BLOCK))
 
 
-@triton.jit
-def _sum_splits_kernel(spart_ptr, out_ptr, N, SPLITS, BLOCK: tl.constexpr):
-    """Forward pass 4: out[e] = Σ_s spart[s, e] for s = 0, 1, ... in order.
-
-    Grid (cdiv(N, BLOCK),). Buffers: spart (SPLITS, N) float32; out (N,) float32, N = C².
-    Cost: bytes read 4·SPLITS·N, written 4·N; SPLITS·N FLOPs.
-    """
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    ptrs = spart_ptr + offs
-    total = tl.zeros((BLOCK,), dtype=tl.float32)
-    for _ in range(0, SPLITS):
-        total += tl.load(ptrs, mask=mask, other=0.0)
-        ptrs += N
-    tl.store(out_ptr + offs, total, mask=mask)
-
-
 # --------------------------------------------------------------------------------------------
 # Backward.
 # --------------------------------------------------------------------------------------------
@@ -393,10 +381,27 @@ def _pow2_clamp(n: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(max(int(n), 1))))
 
 
+def _least_padding(n: int, low: int, high: int, slack: float = 0.03) -> int:
+    """A tile edge along n: the largest power of two in [low, high] (high capped by n's own
+    power of two) that pads n up to whole tiles by at most `slack`, else the one that pads
+    least. P = 784 (28x28): 64 pads to 832 (6% more products and loads), 128 to 896 (14%),
+    32 to 800 (2%)."""
+    high = _pow2_clamp(n, low, high)
+    best, block = high, high
+    while block >= low:
+        padded = triton.cdiv(n, block) * block
+        if padded <= n * (1 + slack):
+            return block
+        if padded < triton.cdiv(n, best) * best:
+            best = block
+        block //= 2
+    return best
+
+
 def _dot_precision(feats: torch.Tensor) -> str:
     """PRECISION of _dot: float32 follows torch's matmul precision ("highest" -> IEEE, else
-    tf32); 16-bit operands ignore it, except bfloat16 in the interpreter (CPU tensors)."""
-    if feats.dtype == torch.bfloat16 and feats.device.type != "cuda":
+    tf32); 16-bit operands ignore it, except bfloat16 in Triton's interpreter ("upcast")."""
+    if feats.dtype == torch.bfloat16 and feats.device.type == "cpu" and interpreter_enabled():
         return "upcast"
     if feats.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
         return "ieee"
@@ -408,35 +413,65 @@ def _k_block(dtype: torch.dtype) -> int:
     return 32 if dtype == torch.float32 else 64
 
 
-def gram_config(C: int, P: int, dtype: torch.dtype, strides=None) -> dict:
-    """Tile sizes of the Gram passes: BLOCK x BLOCK output tiles, BLOCK_K steps over P.
+def _aligned(C: int, strides) -> bool:
+    """Whether feats' rows are unit-stride and 16-element aligned and C is a multiple of 16,
+    so that Triton can prove 16-byte alignment of the F loads and of the C x C tiles (scratch,
+    A, S)."""
+    return strides[2] == 1 and strides[1] % 16 == 0 and C % 16 == 0
 
-    strides: feats' strides, when known. float32 rows that are not 16-element aligned along P
-    (odd P, views) get BLOCK_K = 16: their loads are not vectorised, and at 32 the pointer
-    registers make the normalised-sum kernel spill on sm_90.
+
+def gram_config(C: int, P: int, dtype: torch.dtype, strides, precision: str) -> Launch:
+    """Tiles of the Gram passes (grid set per pass): BLOCK x BLOCK output tiles, BLOCK_K steps
+    over P, the dot's PRECISION.
+
+    BLOCK_K is the widest step that pads P by at most 3% (_least_padding: 32 at P = 784, not
+    64, which pads to 832: 6% more MMA work; PREDICTION). strides: feats' strides. IEEE
+    float32 dots (no tensor cores: the products are FMAs whose operands sit in registers) and
+    float32 rows that are not 16-aligned take at most 16: at 32 the normalised-sum kernel spills on sm_90a (IEEE: 255 registers, 36 bytes of spill stores).
+    Unaligned feats or C (see _aligned: element-wise addresses, one register each) get 64 x 64
+    tiles, 32 x 32 with IEEE dots: larger, the Gram and form-W kernels spill (IEEE float32
+    P=49 at 128: 255 registers and 24-44 bytes, at 64: 28 bytes on sm_90a, 4 on sm_80;
+    bfloat16 channels-last C=200 at 128: 72 bytes). Tiles of 128 take 8 warps, others 4.
     """
-    block = _pow2_clamp(C, 16, MAX_BLOCK)
-    k_block = _k_block(dtype)
-    if dtype == torch.float32 and strides is not None:
-        if not (strides[2] == 1 and strides[1] % 16 == 0):
-            k_block = 16
-    return dict(BLOCK=block, BLOCK_K=_pow2_clamp(P, 16, min(MAX_BLOCK, k_block)),
-                num_warps=8 if block >= 128 else 4, num_stages=3)
+    aligned = _aligned(C, strides)
+    ieee = precision == "ieee"
+    block = _pow2_clamp(C, 16, MAX_BLOCK if aligned else min(MAX_BLOCK, 32 if ieee else 64))
+    k_block = 16 if dtype == torch.float32 and (ieee or not aligned) else _k_block(dtype)
+    block_k = _least_padding(P, 16, min(MAX_BLOCK, k_block))
+    return Launch((), dict(BLOCK=block, BLOCK_K=block_k, PRECISION=precision),
+                  num_warps=8 if block >= 128 else 4, num_stages=3)
 
 
-def apply_config(C: int, P: int) -> dict:
-    """Tile sizes of the W F product: BLOCK_M rows of C, BLOCK_N columns of P, BLOCK_K of C.
+def apply_config(C: int, P: int, strides, precision: str) -> Launch:
+    """Tiles of the W F product (grid set by the launcher): BLOCK_M rows of C, BLOCK_N columns
+    of P, BLOCK_K of C, the dot's PRECISION.
 
     The same for every feats dtype: the W scratch is float32, so BLOCK_K is the float32 K tile
     (128 bytes of each W row per step) for 16-bit inputs too. With bfloat16 F at C=512 on
     sm_90, BLOCK_K = 64 would take 112 KiB of shared memory and 136 registers (one 256-thread
-    program per SM instead of two); 32 takes 56 KiB and 116 registers.
+    program per SM instead of two); 32 takes 56 KiB and 116 registers. BLOCK_N keeps P's
+    padding (784 to 896 at 128): at 64 it would be 832, but every program re-reads its
+    BLOCK_M x C rows of W from L2, so halving BLOCK_N doubles that traffic (PREDICTION: at
+    128 already ~44 FLOP per L2 byte, near the L2-bound side). Unaligned feats or C
+    (see _aligned) get 64 x 64 output tiles: at 128 the IEEE float32 channels-last product
+    spills (255 registers, 24 bytes); IEEE dots take 8 warps as in gram_config (at 4 the
+    channels-last product spills 12 bytes on sm_80).
     """
-    block_m = _pow2_clamp(C, 16, MAX_BLOCK)
-    block_n = _pow2_clamp(P, 16, MAX_BLOCK)
-    block_k = _pow2_clamp(C, 16, min(MAX_BLOCK, _k_block(torch.float32)))
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=3)
+    top = MAX_BLOCK if _aligned(C, strides) else min(MAX_BLOCK, 64)
+    block_m = _pow2_clamp(C, 16, top)
+    block_n = _pow2_clamp(P, 16, top)
+    block_k = _pow2_clamp(C, 16, min(top, _k_block(torch.float32)))
+    return Launch((), dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                           PRECISION=precision),
+                  num_warps=8 if block_m * block_n >= 128 * 128 or precision == "ieee" else 4,
+                  num_stages=3)
+
+
+def _partials_launch(tiles: int) -> Launch:
+    """Tiles of the kernels that sum the (B, T) per-tile partials (grid set by the launcher):
+    BLOCK_B samples x BLOCK_T partials per step, 2048 elements over 4 warps (at 256 x 32 the
+    norms kernel spills 584 bytes on sm_90a)."""
+    return Launch((), dict(BLOCK_B=64, BLOCK_T=_pow2_clamp(tiles, 1, 32)), num_warps=4)
 
 
 def _tile_counts(C: int, block: int) -> Tuple[int, int]:
@@ -444,9 +479,19 @@ def _tile_counts(C: int, block: int) -> Tuple[int, int]:
     return nt, nt * (nt + 1) // 2
 
 
-def _batch_splits(B: int, tiles: int) -> Tuple[int, int]:
-    """(samples per split, number of splits) of the forward's pass 3; no split is empty."""
-    per = triton.cdiv(B, max(1, min(B, triton.cdiv(TARGET_PROGRAMS, tiles))))
+def _batch_splits(B: int, tiles: int, feats: torch.Tensor) -> Tuple[int, int]:
+    """(samples per split, number of splits) of the forward's pass 3: as many splits as fill
+    one wave of resident programs (common.resident_grid, _NORMSUM_PROGRAMS_PER_SM) with
+    `tiles` programs each, so the grid has no partial tail wave. No split is empty.
+
+    PREDICTION (H200, 132 SMs, C = 512: 10 upper tiles): bfloat16 26 splits, 260 programs in
+    one wave of 264 slots; float32 13 splits, 130 programs in one wave of 132; at B = 256 to
+    1024 alike. Before: 260-270 programs on one slot per SM, 2-3 waves (at B = 1024,
+    270 = 132 + 132 + 6: a third wave with 6 busy SMs, 68% of the slots used).
+    """
+    per_sm = _NORMSUM_PROGRAMS_PER_SM[feats.dtype]
+    programs = resident_grid(feats.device, per_sm, _INTERPRETER_PROGRAMS, B * tiles)
+    per = triton.cdiv(B, max(1, programs // tiles))
     return per, triton.cdiv(B, per)
 
 
@@ -468,6 +513,7 @@ def _check_feats(feats: torch.Tensor) -> None:
 # Launchers.
 # --------------------------------------------------------------------------------------------
 
+@on_input_device
 def diversity_sums_forward(feats: torch.Tensor, eps: float
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(S, sq, norms) of a (B, C, P) batch; see the module docstring. All float32, contiguous.
@@ -482,31 +528,27 @@ def diversity_sums_forward(feats: torch.Tensor, eps: float
     f32 = dict(dtype=torch.float32, device=feats.device)
     if B == 0 or C == 0:
         return torch.zeros((C, C), **f32), torch.zeros((), **f32), torch.zeros((B,), **f32)
-    cfg = gram_config(C, P, feats.dtype, feats.stride())
-    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    blocks = dict(BLOCK=cfg["BLOCK"], BLOCK_K=cfg["BLOCK_K"],
-                  PRECISION=_dot_precision(feats))
-    nt, tiles = _tile_counts(C, cfg["BLOCK"])
+    gram = gram_config(C, P, feats.dtype, feats.stride(), _dot_precision(feats))
+    nt, tiles = _tile_counts(C, gram.constexprs["BLOCK"])
     strides = feats.stride()
 
     part = torch.empty((B, tiles), **f32)
-    _gram_sqnorm_partials_kernel[(B * tiles,)](feats, part, C, P, *strides, nt, tiles,
-                                               **blocks, **launch)
+    gram.on((B * tiles,))(_gram_sqnorm_partials_kernel, feats, part, C, P, *strides, nt, tiles)
     norms = torch.empty((B,), **f32)
     sq = torch.empty((), **f32)
-    _norms_and_sq_kernel[(1,)](part, norms, sq, B, tiles, eps, BLOCK_B=256,
-                               BLOCK_T=_pow2_clamp(tiles, 1, 32))
+    _partials_launch(tiles).on((1,))(_norms_and_sq_kernel, part, norms, sq, B, tiles, eps)
 
-    per, splits = _batch_splits(B, tiles)
+    per, splits = _batch_splits(B, tiles, feats)
     sums = torch.empty((C, C), **f32)
     spart = sums if splits == 1 else torch.empty((splits, C, C), **f32)  # one split: S itself
-    _normalised_gram_sum_kernel[(tiles, splits)](feats, norms, spart, B, C, P, *strides, nt, per,
-                                                 eps, **blocks, **launch)
+    gram.on((tiles, splits))(_normalised_gram_sum_kernel, feats, norms, spart, B, C, P,
+                             *strides, nt, per, eps)
     if splits > 1:
-        _sum_splits_kernel[(triton.cdiv(C * C, 1024),)](spart, sums, C * C, splits, BLOCK=1024)
+        sum_rows(spart.view(1, splits, C * C), sums)
     return sums, sq, norms
 
 
+@on_input_device
 def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: torch.Tensor,
                             grad_sq: torch.Tensor, eps: float) -> torch.Tensor:
     """Vector-Jacobian product of (S, sq) w.r.t. feats for cotangents (grad_S, grad_sq).
@@ -530,11 +572,14 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: to
     norms = norms.to(torch.float32).contiguous()
     precision = _dot_precision(feats)
 
-    cfg = gram_config(C, P, feats.dtype, feats.stride())
-    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    nt, tiles = _tile_counts(C, cfg["BLOCK"])
-    acfg = apply_config(C, P)
-    nm, npb = triton.cdiv(C, acfg["BLOCK_M"]), triton.cdiv(P, acfg["BLOCK_N"])
+    gram = gram_config(C, P, feats.dtype, feats.stride(), precision)
+    block = gram.constexprs["BLOCK"]
+    nt, tiles = _tile_counts(C, block)
+    apply = apply_config(C, P, feats.stride(), precision)
+    nm = triton.cdiv(C, apply.constexprs["BLOCK_M"])
+    npb = triton.cdiv(P, apply.constexprs["BLOCK_N"])
+    coefficients = _partials_launch(tiles)
+    form_w = Launch((), dict(BLOCK=block), num_warps=gram.num_warps)
 
     chunk = backward_chunk(B, C)
     # The only (chunk, C, C) buffer: G, then W in place (float32 for every dtype; the apply
@@ -545,98 +590,15 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: to
     for b0 in range(0, B, chunk):
         n = min(chunk, B - b0)
         f = feats[b0:b0 + n]
-        _gram_cotangent_kernel[(n * tiles,)](
-            f, a_sym, g_buf, part, C, P, *f.stride(), nt, tiles, BLOCK=cfg["BLOCK"],
-            BLOCK_K=cfg["BLOCK_K"], PRECISION=precision, **launch)
-        _sample_coefficients_kernel[(triton.cdiv(n, 256),)](
-            part, norms[b0:b0 + n], a_max, grad_sq, coef, n, tiles, chunk, eps,
-            _SIGMA_FLOOR, BLOCK_B=256, BLOCK_T=_pow2_clamp(tiles, 1, 32))
-        _form_w_kernel[(n * tiles,)](g_buf, a_sym, coef, C, nt, tiles, chunk,
-                                     BLOCK=cfg["BLOCK"], num_warps=cfg["num_warps"])
-        _apply_w_kernel[(n * nm * npb,)](
-            g_buf, f, coef, grad[b0:b0 + n], C, P, *f.stride(), nm, npb, chunk,
-            BLOCK_M=acfg["BLOCK_M"], BLOCK_N=acfg["BLOCK_N"], BLOCK_K=acfg["BLOCK_K"],
-            PRECISION=precision, num_warps=acfg["num_warps"], num_stages=acfg["num_stages"])
+        gram.on((n * tiles,))(_gram_cotangent_kernel, f, a_sym, g_buf, part, C, P,
+                              *f.stride(), nt, tiles)
+        coefficients.on((triton.cdiv(n, coefficients.constexprs["BLOCK_B"]),))(
+            _sample_coefficients_kernel, part, norms[b0:b0 + n], a_max, grad_sq, coef, n,
+            tiles, chunk, eps, _SIGMA_FLOOR)
+        form_w.on((n * tiles,))(_form_w_kernel, g_buf, a_sym, coef, C, nt, tiles, chunk)
+        apply.on((n * nm * npb,))(_apply_w_kernel, g_buf, f, coef, grad[b0:b0 + n], C, P,
+                                  *f.stride(), nm, npb, chunk)
     return grad
-
-
-# --------------------------------------------------------------------------------------------
-# Ahead-of-time compilation specs (used by the AOT-compile tests; nothing is compiled here).
-#
-# AOT_SPECS: tuples (kernel, signature, constexprs, options) for
-# triton.compile(ASTSource(kernel, signature, constexprs), options=options). A signature type
-# ending in ":16" marks an argument divisible by 16 (Triton's AOT-tool convention; pass it as
-# attrs {(index,): [["tt.divisibility", 16]]} and strip the suffix), which Triton's launcher
-# finds for aligned pointers and strides: without it 16-bit loads cannot use cp.async and the
-# loops are not pipelined. options are the launchers' num_warps and num_stages.
-# --------------------------------------------------------------------------------------------
-
-def _aot_specs(C: int = 512, P: int = 784):
-    """Representative compilations: every kernel, float32 and bfloat16 feats, C=512, P=28x28,
-    contiguous feats (stride_p == 1 is specialised to a constant, as at launch)."""
-    specs = []
-    scalar = dict(C="i32", P="i32", B="i32", NT="i32", T="i32", stride_b="i32", stride_c="i32",
-                  stride_p="constexpr", SAMPLES_PER_SPLIT="i32", COEF_STRIDE="i32", NM="i32",
-                  NP="i32", N="i32", SPLITS="i32", eps="fp32", sigma_floor="fp32")
-    # Integers that are multiples of 16 for contiguous (B, 512, 784) feats.
-    multiples_of_16 = {"C", "P", "stride_b", "stride_c", "COEF_STRIDE", "N"}
-
-    def spec(fn, pointers, constexprs, options):
-        signature = {}
-        for name in fn.arg_names:
-            if name in pointers:
-                signature[name] = pointers[name]
-            elif name in constexprs:
-                signature[name] = "constexpr"
-            else:
-                signature[name] = scalar[name]
-        constexprs = dict(constexprs)
-        if signature.get("stride_p") == "constexpr":
-            constexprs.setdefault("stride_p", 1)
-        for name, kind in signature.items():
-            if kind.startswith("*") or name in multiples_of_16:
-                signature[name] = kind + ":16"
-        specs.append((fn, signature, constexprs, dict(options)))
-
-    for dtype, elt in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
-        g = gram_config(C, P, dtype)
-        a = apply_config(C, P)
-        opts = dict(num_warps=g["num_warps"], num_stages=g["num_stages"])
-        gram = dict(BLOCK=g["BLOCK"], BLOCK_K=g["BLOCK_K"], PRECISION="tf32")
-        spec(_gram_sqnorm_partials_kernel, dict(f_ptr="*" + elt, part_ptr="*fp32"), gram, opts)
-        spec(_normalised_gram_sum_kernel,
-             dict(f_ptr="*" + elt, norms_ptr="*fp32", spart_ptr="*fp32"), gram, opts)
-        spec(_gram_cotangent_kernel,
-             dict(f_ptr="*" + elt, a_ptr="*fp32", g_ptr="*fp32", part_ptr="*fp32"), gram, opts)
-        if dtype == torch.float32:  # no feats operand: one spec covers every dtype
-            spec(_form_w_kernel, dict(g_ptr="*fp32", a_ptr="*fp32", coef_ptr="*fp32"),
-                 dict(BLOCK=g["BLOCK"]), dict(num_warps=g["num_warps"]))
-        spec(_apply_w_kernel,
-             dict(w_ptr="*fp32", f_ptr="*" + elt, coef_ptr="*fp32", out_ptr="*" + elt),
-             dict(BLOCK_M=a["BLOCK_M"], BLOCK_N=a["BLOCK_N"], BLOCK_K=a["BLOCK_K"],
-                  PRECISION="tf32"),
-             dict(num_warps=a["num_warps"], num_stages=a["num_stages"]))
-        if dtype == torch.float32:  # IEEE float32 dots ("highest" precision)
-            spec(_gram_sqnorm_partials_kernel, dict(f_ptr="*fp32", part_ptr="*fp32"),
-                 dict(gram, PRECISION="ieee"), opts)
-            spec(_apply_w_kernel,
-                 dict(w_ptr="*fp32", f_ptr="*fp32", coef_ptr="*fp32", out_ptr="*fp32"),
-                 dict(BLOCK_M=a["BLOCK_M"], BLOCK_N=a["BLOCK_N"], BLOCK_K=a["BLOCK_K"],
-                      PRECISION="ieee"),
-                 dict(num_warps=a["num_warps"], num_stages=a["num_stages"]))
-    # Kernels without a matrix product, independent of the dtype.
-    spec(_norms_and_sq_kernel, dict(part_ptr="*fp32", norms_ptr="*fp32", sq_ptr="*fp32"),
-         dict(BLOCK_B=256, BLOCK_T=16), dict(num_warps=4))
-    spec(_sum_splits_kernel, dict(spart_ptr="*fp32", out_ptr="*fp32"), dict(BLOCK=1024),
-         dict(num_warps=4))
-    spec(_sample_coefficients_kernel,
-         dict(part_ptr="*fp32", norms_ptr="*fp32", amax_ptr="*fp32", grad_sq_ptr="*fp32",
-              coef_ptr="*fp32"), dict(BLOCK_B=256, BLOCK_T=16), dict(num_warps=4))
-    return specs
-
-
-AOT_SPECS = _aot_specs()
-
 
 # --------------------------------------------------------------------------------------------
 # Cost model: the roofline floor that `fastobj bench` rates each measurement against.

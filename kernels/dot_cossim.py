@@ -32,29 +32,45 @@ channels-last ones (stride 1 along C). A shared direction (Pv = 1) is loaded onc
 ``BLOCK_C`` vector and broadcast.
 
 The backward needs the channel sums of a position before it can write that position's
-gradient. When a position's whole channel column fits the tile (``RESIDENT``: C up to 1024 in
-float32 and 512 in 16-bit for (B, C, H·W) layouts, up to 8192 channels-last) the program loads
-it once, reduces, and writes the gradient from registers, so acts is read once. Larger C runs
-two chunked loops (reduce, then write), which reads acts twice; the second read may come from
+gradient. When a position's whole channel column fits the tile (``RESIDENT``: at most 8192
+elements, rows along P of 32 bytes or, where that does not fit, 16: C up to 2048 in float32
+and 1024 in 16-bit for (B, C, H·W) layouts, up to 8192 channels-last) the program loads it
+once, reduces, and writes the gradient from registers, so acts is read once. Larger C runs two
+chunked loops (reduce, then write), which reads acts twice; the second read may come from
 L2. The direction's gradient is reduced deterministically: per-program partial rows in float32,
-then a fixed-order sum (``_sum_rows_kernel``). No atomics anywhere: repeats are bitwise equal.
+then a fixed-order sum (``common.sum_rows``). No atomics anywhere: repeats are bitwise equal.
+
+Launch arithmetic (PREDICTIONS for an H200, 132 SMs; not measured): BLOCK_P is chosen by
+padding and wave efficiency (_block_p). At 256x1024x14x14 (P = 196): float32 forward
+256x8 tiles (rows of 32 bytes), 6400 programs of 8 warps (at most 64 registers, 4 per SM:
+12.1 waves, <1% tail, 2% padding, against 4 blocks of 64 = 23% idle lanes before);
+bfloat16 forward 128x16 tiles, 3328 programs (6.3 waves); bfloat16 backward resident
+(1024 x 8: acts read once, not twice), 6400 programs of 16 warps (39-94 registers: 1-2
+per SM), 16 KiB of acts in flight per program. Rows along P load as 16-byte (float32) or
+8-byte (16-bit) vectors at P = 196 (ALIGN; the forward's PTX had only scalar loads). Cost floor: forward B·C·P·elt bytes read;
+backward reads acts again and writes their gradient, so forward + backward moves
+3·B·C·P·elt bytes (plus the direction and its gradient).
 
 Offsets: per-program and per-chunk bases are 64-bit scalars; in-tile offsets are int32 unless
 the launcher finds they can reach 2**31 (``WIDE``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
 
-from ._common import tile_offsets
+from . import _common
+from ._common import Launch, needs_int64, on_input_device, sum_rows, tile_offsets, wave
 
-_TILE = 2048  # elements per chunk of the looping kernels (8 per thread with 8 warps)
 _RESIDENT_TILE = 8192  # the most elements a backward program keeps in registers
 _NUM_WARPS = 8
-_TARGET_PROGRAMS = 1024  # enough programs to keep an H100/H200's HBM busy
-_INT32_LIMIT = 2**31
+# Resident programs per SM, predicted from the AOT report (sm_90a): 8-warp streaming programs
+# at <= 64 registers, 4; the resident backward's 16 warps at 39-94 registers, 1 (2 at <= 64).
+_PROGRAMS_PER_SM = 4
+_RESIDENT_PROGRAMS_PER_SM = 1
 
 
 @triton.jit
@@ -147,8 +163,12 @@ def _dot_cossim_fwd_kernel(acts_ptr, vec_ptr, out_ptr, C, P, n_pblocks,
                            sa_b, sa_c, sa_p, sv_b, sv_c, sv_p, eps, cossim_pow,
                            ANGLED: tl.constexpr, HAS_POW: tl.constexpr,
                            VEC_PER_POS: tl.constexpr, BLOCK_C: tl.constexpr,
-                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr):
+                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr, ALIGN: tl.constexpr):
     """out[b, p] = dot · clamp(cos, 0.1)^cossim_pow for one sample b and BLOCK_P positions.
+
+    ALIGN: P and the channel strides of the (B, C, P)-shaped operands (sa_c, and sv_c when
+    VEC_PER_POS) arrive divided by it (see _alignment), so Triton knows that rows along P
+    start, and their masks change, at multiples of it, and loads them as vectors.
 
     Buffers:
       acts_ptr  (B, C, P), strides (sa_b, sa_c, sa_p); float32/float16/bfloat16.
@@ -159,6 +179,10 @@ def _dot_cossim_fwd_kernel(acts_ptr, vec_ptr, out_ptr, C, P, n_pblocks,
     from L2 when shared) and writes B·P elements. FLOPs: 2·B·C·P for Σv·a, plus 2·B·C·P for
     Σa² (and for Σv² when per-position) when cossim_pow != 0; O(B·P) for the epilogue.
     """
+    P = P * ALIGN
+    sa_c = sa_c * ALIGN
+    if VEC_PER_POS:
+        sv_c = sv_c * ALIGN
     pid = tl.program_id(0)
     b, p0, rc, rp, p_mask = _position_block(pid, n_pblocks, P, BLOCK_C, BLOCK_P)
     a_base = acts_ptr + (b.to(tl.int64) * sa_b + p0.to(tl.int64) * sa_p)
@@ -210,8 +234,11 @@ def _dot_cossim_bwd_kernel(acts_ptr, vec_ptr, grad_ptr, ga_ptr, gv_ptr, C, P, n_
                            ANGLED: tl.constexpr, HAS_POW: tl.constexpr,
                            VEC_PER_POS: tl.constexpr, VEC_GRAD: tl.constexpr,
                            RESIDENT: tl.constexpr, BLOCK_C: tl.constexpr,
-                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr):
+                           BLOCK_P: tl.constexpr, WIDE: tl.constexpr, ALIGN: tl.constexpr):
     """Gradients of out[b, p] (see the module docstring) for one sample b, BLOCK_P positions.
+
+    ALIGN: as in the forward, for P, sa_c and sga_c, sv_c when VEC_PER_POS and sgv_c when
+    VEC_GRAD is 1.
 
     Buffers:
       acts_ptr  (B, C, P), strides (sa_b, sa_c, sa_p); float32/float16/bfloat16.
@@ -228,6 +255,13 @@ def _dot_cossim_bwd_kernel(acts_ptr, vec_ptr, grad_ptr, ga_ptr, gv_ptr, C, P, n_
     acts twice. FLOPs: ~4·B·C·P for the sums, ~4·B·C·P for the gradient, ~4·B·C·P more with a
     direction gradient.
     """
+    P = P * ALIGN
+    sa_c = sa_c * ALIGN
+    sga_c = sga_c * ALIGN
+    if VEC_PER_POS:
+        sv_c = sv_c * ALIGN
+    if VEC_GRAD == 1:
+        sgv_c = sgv_c * ALIGN
     pid = tl.program_id(0)
     b, p0, rc, rp, p_mask = _position_block(pid, n_pblocks, P, BLOCK_C, BLOCK_P)
     b64 = b.to(tl.int64)
@@ -310,28 +344,6 @@ def _dot_cossim_bwd_kernel(acts_ptr, vec_ptr, grad_ptr, ga_ptr, gv_ptr, C, P, n_
             gv_off += gv_step
 
 
-@triton.jit
-def _sum_rows_kernel(in_ptr, out_ptr, R, M, n_mblocks,
-                     BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
-    """out[a, m] = Σ_r in[a, r, m] in a fixed order (the direction gradient's second stage).
-
-    Buffers: in_ptr float32 (A, R, M) contiguous; out_ptr (A, M) contiguous, any float dtype.
-    Cost: reads 4·A·R·M bytes, writes A·M elements; A·R·M additions.
-    """
-    pid = tl.program_id(0)
-    a = pid // n_mblocks
-    m = (pid % n_mblocks) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rr = tl.arange(0, BLOCK_R)
-    base = in_ptr + a.to(tl.int64) * R * M
-    acc = tl.zeros((BLOCK_R, BLOCK_M), dtype=tl.float32)
-    for r0 in range(0, R, BLOCK_R):
-        r = r0 + rr
-        offsets = r.to(tl.int64)[:, None] * M + m[None, :]
-        acc += tl.load(base + offsets, mask=(r < R)[:, None] & (m < M)[None, :], other=0.0)
-    tl.store(out_ptr + a.to(tl.int64) * M + m,
-             tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=m < M)
-
-
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
@@ -341,46 +353,92 @@ def _c_contiguous(acts: torch.Tensor) -> bool:
     return acts.shape[1] > 1 and acts.stride(1) == 1 and acts.shape[2] > 1 and acts.stride(2) != 1
 
 
-def _target_programs(device: torch.device) -> int:
-    """Programs worth splitting a small problem into: on a GPU enough to fill it; in the
-    interpreter (CPU tensors) one, since there every program costs Python time."""
-    return _TARGET_PROGRAMS if device.type == "cuda" else 1
+def _block_p(batch: int, positions: int, low: int, high: int, device: torch.device,
+             programs_per_sm: int) -> int:
+    """BLOCK_P, a power of two in [low, high]: the one with the best predicted efficiency on the
+    device (common.wave), the fraction of lanes on real positions (P is padded up to
+    whole blocks: P=196 in blocks of 64 leaves 60 of 256 lanes idle) times the fraction of
+    the last wave that is busy (programs over whole waves of SMs x programs_per_sm). Ties go
+    to the larger block. In the interpreter: the largest (fewest programs)."""
+    size = wave(device, programs_per_sm)
+    if size is None:
+        return high
+    best, best_block, block = -1.0, high, high
+    while block >= low:
+        blocks = triton.cdiv(positions, block)
+        programs = batch * blocks
+        efficiency = (positions / (blocks * block)) * programs / (triton.cdiv(programs, size)
+                                                                   * size)
+        if efficiency > best + 1e-9:
+            best, best_block = efficiency, block
+        block //= 2
+    return best_block
 
 
 def _tiles(acts: torch.Tensor, resident_limit: int = 0):
-    """(BLOCK_C, BLOCK_P, resident) for acts; resident_limit > 0 asks for a whole-C tile."""
+    """(BLOCK_C, BLOCK_P, resident) for acts; resident_limit > 0 asks for a whole-C tile.
+
+    Rows along P are at least 32 bytes (a DRAM sector), or 16 bytes in the resident backward
+    when 32 would not fit _RESIDENT_TILE (so bfloat16 keeps C = 1024 resident: 1024 x 8
+    elements, acts read once instead of twice).
+    """
     batch, channels, positions = acts.shape
     c2 = triton.next_power_of_2(channels)
     p2 = triton.next_power_of_2(positions)
-    target = _target_programs(acts.device)
+    tile = _common.TILE_BYTES // 4  # float32 elements of a chunk
+    elt = acts.element_size()
 
-    def _shrink_for_parallelism(block: int, programs, floor: int) -> int:
-        # Halve BLOCK_P until the grid has `target` programs or the floor is reached.
-        while block > floor and programs(block) < target:
-            block //= 2
-        return block
+    def pick(low, high, resident):
+        high = max(1, min(p2, high))
+        per_sm = _RESIDENT_PROGRAMS_PER_SM if resident else _PROGRAMS_PER_SM
+        return _block_p(batch, positions, min(low, high), high, acts.device, per_sm)
 
-    programs = lambda bp: batch * triton.cdiv(positions, bp)
     if _c_contiguous(acts):
         if resident_limit and c2 <= resident_limit:
-            block_p = min(p2, max(1, resident_limit // c2))
-            return c2, _shrink_for_parallelism(block_p, programs, 1), True
+            return c2, pick(1, resident_limit // c2, True), True
         block_c = min(c2, 256)
-        block_p = min(p2, max(1, _TILE // block_c))
-        return block_c, _shrink_for_parallelism(block_p, programs, 1), False
-    # P contiguous (or neither): rows of at least 32 bytes along P.
-    min_p = min(p2, max(1, 32 // acts.element_size()))
+        return block_c, pick(1, tile // block_c, False), False
+    # P contiguous (or neither).
+    sector, half = max(1, 32 // elt), max(1, 16 // elt)
+    min_p = sector if c2 * sector <= resident_limit else half
     if resident_limit and c2 * min_p <= resident_limit:
-        block_p = min(p2, 512, max(min_p, resident_limit // c2))
-        return c2, _shrink_for_parallelism(block_p, programs, min_p), True
-    block_p = _shrink_for_parallelism(min(p2, 128), programs, min(p2, 32))
-    return min(c2, max(1, _TILE // block_p)), block_p, False
+        return c2, pick(min_p, min(512, resident_limit // c2), True), True
+    block_p = pick(sector, 128, False)
+    return min(c2, max(1, tile // block_p)), block_p, False
 
 
-def _wide(block_c: int, block_p: int, *strides) -> bool:
-    """Whether in-tile offsets of any (stride_c, stride_p) pair can reach 2**31."""
-    return any((block_c - 1) * abs(sc) + (block_p - 1) * abs(sp) >= _INT32_LIMIT
-               for sc, sp in strides)
+def _launch(acts: torch.Tensor, strides, backward: bool = False) -> Launch:
+    """Grid, tiles and warps for acts (B, C, P); strides: the (stride_c, stride_p) pairs of
+    every (B, C, P) operand, for the int64-offset test. backward: the backward's configuration
+    (a whole-C tile up to _RESIDENT_TILE elements, RESIDENT, and its warps)."""
+    block_c, block_p, resident = _tiles(acts, _RESIDENT_TILE if backward else 0)
+    n_pblocks = triton.cdiv(acts.shape[2], block_p)
+    consts = dict(BLOCK_C=block_c, BLOCK_P=block_p,
+                  WIDE=needs_int64(*[((block_c, sc), (block_p, sp)) for sc, sp in strides]))
+    num_warps = _NUM_WARPS
+    if backward:
+        consts["RESIDENT"] = resident
+        if resident:
+            num_warps = max(4, min(16, block_c * block_p // 512))
+    return Launch((acts.shape[0] * n_pblocks,), consts, num_warps=num_warps)
+
+
+def _alignment(acts: torch.Tensor, channel_strides) -> int:
+    """ALIGN of the kernels: the largest of 8, 4 and 2 that divides P and every channel stride
+    of the operands loaded along P (acts with unit stride along P: (B, C, H·W) activations),
+    else 1; 1 as well when all are multiples of 16, which Triton's own specialisation sees.
+    At P = 196 it is 4: float32 rows start on 16-byte boundaries, bfloat16 ones on 8, and
+    the P mask is constant over 4 positions (without it the float32 forward's PTX has no
+    vector load)."""
+    values = [acts.shape[2], *channel_strides]
+    if acts.stride(2) != 1 or all(v % 16 == 0 for v in values):
+        return 1
+    return next((unit for unit in (8, 4, 2) if all(v % unit == 0 for v in values)), 1)
+
+
+def _divide_channel_stride(strides, unit: int):
+    """(stride_b, stride_c // unit, stride_p): what the kernels take with ALIGN = unit."""
+    return strides[0], strides[1] // unit, strides[2]
 
 
 def _vec_strides(vec: torch.Tensor):
@@ -399,6 +457,7 @@ def _check(acts: torch.Tensor, vec: torch.Tensor):
                          f"{tuple(acts.shape)}")
 
 
+@on_input_device
 def dot_cossim_forward(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
                        eps: float, angled: bool) -> torch.Tensor:
     """(B, P) values in acts' dtype; see the module docstring."""
@@ -409,33 +468,19 @@ def dot_cossim_forward(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
         return out
     if channels == 0:
         return out.zero_()
-    block_c, block_p, _ = _tiles(acts)
-    n_pblocks = triton.cdiv(positions, block_p)
     sv = _vec_strides(vec)
-    wide = _wide(block_c, block_p, (acts.stride(1), acts.stride(2)), (sv[1], sv[2]))
-    _dot_cossim_fwd_kernel[(batch * n_pblocks,)](
-        acts, vec, out, channels, positions, n_pblocks, *acts.stride(), *sv, float(eps),
-        float(cossim_pow), ANGLED=bool(angled), HAS_POW=cossim_pow != 0,
-        VEC_PER_POS=vec.shape[2] != 1, BLOCK_C=block_c, BLOCK_P=block_p, WIDE=wide,
-        num_warps=_NUM_WARPS)
+    per_pos = vec.shape[2] != 1
+    launch = _launch(acts, [(acts.stride(1), acts.stride(2)), (sv[1], sv[2])])
+    unit = _alignment(acts, [acts.stride(1)] + ([sv[1]] if per_pos else []))
+    launch(_dot_cossim_fwd_kernel, acts, vec, out, channels, positions // unit,
+           triton.cdiv(positions, launch.constexprs["BLOCK_P"]),
+           *_divide_channel_stride(acts.stride(), unit),
+           *_divide_channel_stride(sv, unit if per_pos else 1), float(eps), float(cossim_pow),
+           ANGLED=bool(angled), HAS_POW=cossim_pow != 0, VEC_PER_POS=per_pos, ALIGN=unit)
     return out
 
 
-def _sum_rows(partial: torch.Tensor, out: torch.Tensor) -> None:
-    """out = partial.sum(1) in a fixed order: partial float32 (A, R, M), out of any float dtype
-    and any layout holding A·M elements (written through a contiguous temporary if needed)."""
-    a, r, m = partial.shape
-    block_m = min(triton.next_power_of_2(m), 128)
-    block_r = min(triton.next_power_of_2(r), max(1, 4096 // block_m))
-    n_mblocks = triton.cdiv(m, block_m)
-    target = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype,
-                                                         device=out.device)
-    _sum_rows_kernel[(a * n_mblocks,)](partial, target, r, m, n_mblocks, BLOCK_R=block_r,
-                                       BLOCK_M=block_m, num_warps=4)
-    if target is not out:
-        out.copy_(target)
-
-
+@on_input_device
 def dot_cossim_backward(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tensor,
                         cossim_pow: float, eps: float, angled: bool, vec_grad: bool):
     """(grad_acts, grad_vec) for the upstream gradient grad (B, P).
@@ -449,10 +494,13 @@ def dot_cossim_backward(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tenso
     grad_vec = torch.empty_like(vec) if vec_grad else torch.zeros_like(vec)
     if acts.numel() == 0:
         return grad_acts.zero_(), grad_vec.zero_()
-    block_c, block_p, resident = _tiles(acts, _RESIDENT_TILE)
-    n_pblocks = triton.cdiv(positions, block_p)
-    grid = batch * n_pblocks
     per_pos = vec.shape[2] != 1
+    sv = _vec_strides(vec)
+    # The direction's gradient buffer depends on the grid, which depends on the strides of
+    # acts, vec and grad_acts only when the buffer is (B, C, P)-shaped: size the grid first.
+    launch = _launch(acts, [(acts.stride(1), acts.stride(2)), (sv[1], sv[2]),
+                            (grad_acts.stride(1), grad_acts.stride(2))], backward=True)
+    grid = launch.grid[0]
     partial = None
     if not vec_grad:
         mode, gv, sgv = 0, grad_acts, (0, 0, 0)
@@ -465,110 +513,26 @@ def dot_cossim_backward(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tenso
     else:  # shared over positions: one float32 row of C per program
         partial = torch.empty((grid, channels), dtype=torch.float32, device=acts.device)
         mode, gv, sgv = 2, partial, (channels, 1, 0)
-    sv = _vec_strides(vec)
-    wide = _wide(block_c, block_p, (acts.stride(1), acts.stride(2)), (sv[1], sv[2]),
-                 (grad_acts.stride(1), grad_acts.stride(2)), (sgv[1], sgv[2]))
-    num_warps = max(4, min(16, block_c * block_p // 512)) if resident else _NUM_WARPS
-    _dot_cossim_bwd_kernel[(grid,)](
-        acts, vec, grad, grad_acts, gv, channels, positions, n_pblocks, *acts.stride(), *sv,
-        grad.stride(0), grad.stride(1), *grad_acts.stride(), *sgv, float(eps),
-        float(cossim_pow), ANGLED=bool(angled), HAS_POW=cossim_pow != 0, VEC_PER_POS=per_pos,
-        VEC_GRAD=mode, RESIDENT=resident, BLOCK_C=block_c, BLOCK_P=block_p, WIDE=wide,
-        num_warps=num_warps)
+    if needs_int64(((launch.constexprs["BLOCK_C"], sgv[1]),
+                    (launch.constexprs["BLOCK_P"], sgv[2]))):
+        launch = dataclasses.replace(launch, constexprs=dict(launch.constexprs, WIDE=True))
+    unit = _alignment(acts, [acts.stride(1), grad_acts.stride(1)]
+                         + ([sv[1]] if per_pos else []) + ([sgv[1]] if mode == 1 else []))
+    launch(_dot_cossim_bwd_kernel, acts, vec, grad, grad_acts, gv, channels, positions // unit,
+           triton.cdiv(positions, launch.constexprs["BLOCK_P"]),
+           *_divide_channel_stride(acts.stride(), unit),
+           *_divide_channel_stride(sv, unit if per_pos else 1), grad.stride(0), grad.stride(1),
+           *_divide_channel_stride(grad_acts.stride(), unit),
+           *_divide_channel_stride(sgv, unit if mode == 1 else 1), float(eps),
+           float(cossim_pow), ANGLED=bool(angled), HAS_POW=cossim_pow != 0,
+           VEC_PER_POS=per_pos, VEC_GRAD=mode, ALIGN=unit)
     if partial is not None:
         if mode == 1:  # Σ over the batch of per-sample (C·P) rows
-            _sum_rows(partial.view(1, batch, channels * positions), grad_vec)
+            sum_rows(partial.view(1, batch, channels * positions), grad_vec)
         else:  # Σ over the programs that share each direction row
             rows = vec.shape[0]
-            _sum_rows(partial.view(rows, grid // rows, channels), grad_vec)
+            sum_rows(partial.view(rows, grid // rows, channels), grad_vec)
     return grad_acts, grad_vec
-
-
-# --------------------------------------------------------------------------------------------
-# Ahead-of-time compilation specs for tests/test_kernels_compile.py: (kernel, signature,
-# constexprs, options) at the configurations the launchers pick on a GPU for Direction-style
-# activations of 64 x 512 channels x 14*14 positions (C = 2048 for the looping backward).
-# As at run time, unit strides are constexpr 1 and ":16" marks the arguments Triton finds
-# divisible by 16 (aligned pointers, zero strides of broadcast dims).
-# --------------------------------------------------------------------------------------------
-
-def _fwd_spec(dtype, per_pos, angled, block_c, block_p, channels_last=False):
-    sig = {"acts_ptr": f"*{dtype}:16", "vec_ptr": f"*{dtype}:16", "out_ptr": f"*{dtype}:16",
-           "C": "i32:16", "P": "i32", "n_pblocks": "i32", "sa_b": "i32:16",
-           "sa_c": "constexpr" if channels_last else "i32",
-           "sa_p": "i32:16" if channels_last else "constexpr",
-           "sv_b": "i32:16", "sv_c": "i32" if per_pos else "constexpr",
-           "sv_p": "constexpr" if per_pos else "i32:16", "eps": "fp32", "cossim_pow": "fp32",
-           "ANGLED": "constexpr", "HAS_POW": "constexpr", "VEC_PER_POS": "constexpr",
-           "BLOCK_C": "constexpr", "BLOCK_P": "constexpr", "WIDE": "constexpr"}
-    consts = {"ANGLED": angled, "HAS_POW": True, "VEC_PER_POS": per_pos, "BLOCK_C": block_c,
-              "BLOCK_P": block_p, "WIDE": False}
-    consts["sa_c" if channels_last else "sa_p"] = 1
-    consts["sv_p" if per_pos else "sv_c"] = 1
-    return _dot_cossim_fwd_kernel, sig, consts, {"num_warps": _NUM_WARPS}
-
-
-def _bwd_spec(dtype, per_pos, vec_grad, resident, block_c, block_p, num_warps,
-              channels_last=False):
-    pdt = "fp32" if vec_grad != 1 or not per_pos else dtype
-    sig = {"acts_ptr": f"*{dtype}:16", "vec_ptr": f"*{dtype}:16", "grad_ptr": f"*{dtype}:16",
-           "ga_ptr": f"*{dtype}:16", "gv_ptr": f"*{pdt}:16", "C": "i32:16", "P": "i32",
-           "n_pblocks": "i32", "sa_b": "i32:16", "sa_c": "constexpr" if channels_last else "i32",
-           "sa_p": "i32:16" if channels_last else "constexpr", "sv_b": "i32:16",
-           "sv_c": "i32" if per_pos else "constexpr",
-           "sv_p": "constexpr" if per_pos else "i32:16", "sg_b": "i32", "sg_p": "constexpr",
-           "sga_b": "i32:16", "sga_c": "constexpr" if channels_last else "i32",
-           "sga_p": "i32:16" if channels_last else "constexpr", "sgv_b": "i32:16",
-           "sgv_c": "i32" if per_pos else "constexpr",
-           "sgv_p": "constexpr" if per_pos else "i32:16", "eps": "fp32", "cossim_pow": "fp32",
-           "ANGLED": "constexpr", "HAS_POW": "constexpr", "VEC_PER_POS": "constexpr",
-           "VEC_GRAD": "constexpr", "RESIDENT": "constexpr", "BLOCK_C": "constexpr",
-           "BLOCK_P": "constexpr", "WIDE": "constexpr"}
-    consts = {"sg_p": 1, "ANGLED": False, "HAS_POW": True, "VEC_PER_POS": per_pos,
-              "VEC_GRAD": vec_grad, "RESIDENT": resident, "BLOCK_C": block_c,
-              "BLOCK_P": block_p, "WIDE": False}
-    for name in (("sa_c", "sga_c") if channels_last else ("sa_p", "sga_p")):
-        consts[name] = 1
-    for name in (("sv_p", "sgv_p") if per_pos else ("sv_c", "sgv_c")):
-        consts[name] = 1
-    return _dot_cossim_bwd_kernel, sig, consts, {"num_warps": num_warps}
-
-
-def _degenerate_bwd_spec():
-    """Every integer argument that can be 1 specialized to constexpr 1 (one channel, one
-    position, as Triton specializes such values at run time): the kernel must still compile."""
-    sig = {a: "*fp32:16" for a in _dot_cossim_bwd_kernel.arg_names[:5]}
-    consts = {a: 1 for a in _dot_cossim_bwd_kernel.arg_names[5:-10]}
-    sig.update({a: "constexpr" for a in consts})
-    sig.update({"eps": "fp32", "cossim_pow": "fp32"})
-    consts.update({"ANGLED": True, "HAS_POW": True, "VEC_PER_POS": True, "VEC_GRAD": 1,
-                   "RESIDENT": False, "BLOCK_C": 1, "BLOCK_P": 2048, "WIDE": False})
-    sig.update({a: "constexpr" for a in consts if a not in sig})
-    return _dot_cossim_bwd_kernel, sig, consts, {"num_warps": _NUM_WARPS}
-
-
-AOT_SPECS = [
-    _degenerate_bwd_spec(),
-    _fwd_spec("fp32", per_pos=False, angled=False, block_c=64, block_p=32),
-    _fwd_spec("bf16", per_pos=True, angled=True, block_c=64, block_p=32),
-    _fwd_spec("fp32", per_pos=False, angled=False, block_c=256, block_p=8, channels_last=True),
-    # Resident backward (whole channel column in registers), C = 512.
-    _bwd_spec("fp32", per_pos=False, vec_grad=0, resident=True, block_c=512, block_p=16,
-              num_warps=16),
-    _bwd_spec("fp32", per_pos=False, vec_grad=2, resident=True, block_c=512, block_p=8,
-              num_warps=8),
-    _bwd_spec("bf16", per_pos=True, vec_grad=1, resident=True, block_c=512, block_p=16,
-              num_warps=16),
-    _bwd_spec("bf16", per_pos=False, vec_grad=0, resident=True, block_c=512, block_p=16,
-              num_warps=16, channels_last=True),
-    # Looping backward (C = 2048 does not fit the resident tile).
-    _bwd_spec("fp32", per_pos=False, vec_grad=2, resident=False, block_c=64, block_p=32,
-              num_warps=_NUM_WARPS),
-    (_sum_rows_kernel, {"in_ptr": "*fp32:16", "out_ptr": "*fp32:16", "R": "i32", "M": "i32",
-                        "n_mblocks": "i32", "BLOCK_R": "constexpr", "BLOCK_M": "constexpr"},
-     {"BLOCK_R": 32, "BLOCK_M": 128}, {"num_warps": 4}),
-]
-
 
 # --------------------------------------------------------------------------------------------
 # Cost model: the roofline floor that `fastobj bench` rates each measurement against.

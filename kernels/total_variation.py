@@ -33,36 +33,44 @@ neighbours are a second, shifted load of the same row, served from L1. Each tile
 span re-reads one halo row above it (the backward also one below): at most ``2/_MIN_ROWS``
 extra reads, mostly L2 hits since neighbouring spans run at the same time. The 1-D grid holds
 as many programs as stay resident on the GPU at once (registers capped with ``maxnreg`` where
-that costs no spill): one full wave, equal work per program, no tail. A planes tile holds ``_TILE`` elements
-over 8 warps (8 per thread: two 16-byte loads in float32, one in 16-bit); the variants are
-listed in ``_launch_config``.
+that costs no spill): one full wave, equal work per program, no tail. A planes row step is
+``TILE_BYTES`` of x over 8 warps (two 16-byte loads per thread, whatever the dtype); the
+variants are listed in ``_launch_config``.
+
+Launch arithmetic (PREDICTIONS for an H200, 132 SMs, ~4.3 TB/s copy; not measured): at
+64x3x512x512 the forward takes 391 programs (float32, 4x512 tiles) or 384 (16-bit, 8x512)
+of the 396 resident slots (132 SMs x 3 programs of 8 warps at the 72-register cap; ptxas:
+56-72 registers on Triton 3.9 and 3.6, no spill): one wave. Each program keeps one
+8 KiB row step in flight, 24 KiB per SM, which by Little's law (~0.8 us loaded latency) is
+~4 TB/s, ~90% of copy bandwidth. The backward's 16-bit tiles hold 2048 elements (4 KiB
+read, 4 KiB written per step): ~12 KiB of reads in flight per SM, ~2 TB/s predicted, short
+of the 85% goal; float32 as the forward. Cost floor: forward n bytes read; backward reads
+x again (the forward's input), so forward + backward moves 3n bytes (n = x's bytes).
 
 Offsets: the tile's base offset is a 64-bit scalar; in-tile offsets are int32 unless the
 launcher finds they could reach 2**31 (``WIDE``), so tensors beyond 2**31 elements are safe.
 
-Determinism: the forward writes one float32 partial per program; a single-program kernel then
-sums the partials in a fixed order. No atomics; repeats are bitwise equal.
+Determinism: the forward writes one float32 partial per program; ``common.sum_rows`` then
+sums the partials in a fixed order and writes the result in the caller's dtype. No atomics;
+repeats are bitwise equal.
 """
 from __future__ import annotations
 
-import functools
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import tile_offsets
+from . import _common
+from ._common import Launch, needs_int64, on_input_device, resident_grid, sum_rows, tile_offsets
 
-_TILE = 2048  # elements per (plane, row-element) tile: 8 KiB per row step in float32
-_SUM_BLOCK = 1024
 _MIN_ROWS = 16  # shortest span of rows per program (bounds the halo re-reads to 1/16)
 _INTERPRETER_PROGRAMS = 4
-_MAX_REGISTERS = 64  # 4 programs of 256 threads (8 of 128) fit an SM's 64K registers
+_MAX_REGISTERS = 72  # 3 programs of 256 threads fit an SM's 64K registers (64 spills on 3.6)
 # variant -> (num_warps, resident programs per SM, register cap); see _launch_config.
-_VARIANTS = {"planes": (8, 4, _MAX_REGISTERS), "channels_last": (4, 8, _MAX_REGISTERS),
+_VARIANTS = {"planes": (8, 3, _MAX_REGISTERS), "channels_last": (8, 3, None),
              "general": (8, 2, None)}
-_INT32_LIMIT = 2**31
 
 
 @triton.jit
@@ -132,20 +140,6 @@ def _tv_forward_kernel(x_ptr, partial_ptr, N, H, L, K, stride_n, stride_h, strid
             row_offset += step
         r += h1 - h0
     tl.store(partial_ptr + pid, tl.sum(tl.sum(acc, axis=1), axis=0))
-
-
-@triton.jit
-def _tv_sum_kernel(partial_ptr, out_ptr, n, BLOCK: tl.constexpr):
-    """Fixed-order sum of the forward partials (second stage, one program).
-
-    Buffers: partial_ptr float32 (n,); out_ptr float32 (), the total variation.
-    Cost: reads 4*n bytes, n additions.
-    """
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for start in range(0, n, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        acc += tl.load(partial_ptr + offs, mask=offs < n, other=0.0)
-    tl.store(out_ptr, tl.sum(acc, axis=0))
 
 
 @triton.jit
@@ -219,6 +213,17 @@ def _tv_backward_kernel(x_ptr, grad_ptr, out_ptr, N, H, L, K,
 # Launchers
 # --------------------------------------------------------------------------------------------
 
+class _View(NamedTuple):
+    """x as N planes of H rows of L elements, column neighbour K elements on (module docstring)."""
+    N: int
+    H: int
+    L: int
+    K: int
+    stride_n: int
+    stride_h: int
+    stride_l: int
+
+
 def _collapse(shape, strides) -> Optional[Tuple[int, int]]:
     """(size, stride) of dims merged into one, or None when they do not form a single stride."""
     dims = [(s, st) for s, st in zip(shape, strides) if s != 1]
@@ -233,13 +238,13 @@ def _collapse(shape, strides) -> Optional[Tuple[int, int]]:
 
 
 def _view(t: torch.Tensor, channels_last: bool):
-    """(N, H, L, K, stride_n, stride_h, stride_l) of t in the requested layout, or None."""
+    """The _View of t in the requested layout, or None."""
     shape, strides = t.shape, t.stride()
     if not channels_last:
         lead = _collapse(shape[:-2], strides[:-2])
         if lead is None:
             return None
-        return (lead[0], shape[-2], shape[-1], 1, lead[1], strides[-2], strides[-1])
+        return _View(lead[0], shape[-2], shape[-1], 1, lead[1], strides[-2], strides[-1])
     if t.dim() < 3:
         return None
     c, w = shape[-3], shape[-1]
@@ -248,7 +253,7 @@ def _view(t: torch.Tensor, channels_last: bool):
     lead = _collapse(shape[:-3], strides[:-3])
     if lead is None:
         return None
-    return (lead[0], shape[-2], w * c, c, lead[1], strides[-2], strides[-3])
+    return _View(lead[0], shape[-2], w * c, c, lead[1], strides[-2], strides[-3])
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
@@ -279,81 +284,85 @@ def _plan(x: torch.Tensor, out: Optional[torch.Tensor] = None):
     return xc, oc, v, v, True
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def _wide(block_n: int, block_l: int, k: int, views) -> bool:
     """Whether the largest in-tile offset (shifted neighbour loads included) of any view can
     reach 2**31, so that in-tile offsets need int64."""
-    return any((block_n - 1) * abs(v[4]) + (block_l - 1 + k) * abs(v[6]) >= _INT32_LIMIT
-               for v in views)
+    return needs_int64(*[((block_n, v.stride_n), (block_l + k, v.stride_l)) for v in views])
 
 
-def _launch_config(device: torch.device, view, *more_views):
-    """Variant, tile sizes, rows per program and grid for (N, H, L, K, strides...) views.
+def _tile_elements(dtype: torch.dtype, variant: str, backward: bool) -> int:
+    """Elements of one row step of a tile. The forward streams TILE_BYTES of x per step (16-bit
+    tiles hold twice the elements of float32 ones: the same bytes in flight). The backward
+    keeps four float32 values per element in registers (the row, its neighbour below, the
+    shifted loads), so its tile is TILE_BYTES of float32 for every dtype: with 16-bit tiles of
+    TILE_BYTES it spills at the 64-register cap (104 bytes, sm_90a). Other variants than
+    "planes" take half (see _launch_config)."""
+    elements = _common.TILE_BYTES // (4 if backward else dtype.itemsize)
+    return elements if variant == "planes" else elements // 2
 
-    Variants, by the registers they need (see AOT_SPECS and the compile test's report), each
-    with as many programs per SM as stay resident:
 
-    * "planes" (unit stride along L, K = 1, x and out alike, int32 offsets): _TILE elements,
-      8 warps, registers capped at _MAX_REGISTERS (no spill): 4 programs per SM;
-    * "channels_last" (the same with K > 1: the shifted loads are unaligned): _TILE // 2
-      elements, 4 warps, capped at _MAX_REGISTERS: 8 programs per SM;
-    * "general" (strided rows, int64 offsets, x and out laid out differently): _TILE // 2
-      elements, 8 warps, the registers it needs: 2 programs per SM (or two equal waves).
+def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = None):
+    """(Launch, rows per program, tiles along L, tile rows) of the forward for x seen through
+    `view`, or of the backward when the gradient buffer's out_view is given.
+
+    Variants, by the registers they need (sm_90a, Triton 3.9 and 3.6, from the AOT compile
+    report), each with as many programs per SM as stay resident:
+
+    * "planes" (unit stride along L, K = 1, x and out alike, int32 offsets): TILE_BYTES per row
+      step, 8 warps, registers capped at _MAX_REGISTERS (56-72 used, no spill; at a cap of 64
+      Triton 3.6 spills 8-12 bytes in 16-bit): 3 programs per SM;
+    * "channels_last" (the same with K > 1: the shifted loads are unaligned): half that tile,
+      8 warps, no cap (32-80 registers; caps of 64-80 spill on 3.6): 3 per SM;
+    * "general" (strided rows, int64 offsets, x and out laid out differently): half the tile,
+      8 warps, the registers it needs (40-108): 2 programs per SM.
 
     The tile rows (n_tiles * H of them) are dealt out in equal contiguous spans to a grid of
-    resident programs (one wave), so every program does the same work, give or take one row:
-    no tail wave. Spans are at least _MIN_ROWS rows, which bounds the halo re-reads. In the
-    interpreter (CPU tensors) the grid is _INTERPRETER_PROGRAMS programs, enough to cross tile
-    boundaries inside a span.
+    resident programs (one wave, common.resident_grid), so every program does the same work,
+    give or take one row: no tail wave. Spans are at least _MIN_ROWS rows, which bounds the
+    halo re-reads. In the interpreter (CPU tensors, unless FASTOBJ_SM_COUNT is set) the grid
+    is _INTERPRETER_PROGRAMS programs, enough to cross tile boundaries inside a span.
     """
-    views = (view,) + more_views
-    n, h, length, k = view[:4]
-    unit = all(v[6] == 1 for v in views)
+    views = (view,) if out_view is None else (view, out_view)
+    unit = all(v.stride_l == 1 for v in views)
     same = all(v[4:] == view[4:] for v in views)
-    variant = ("planes" if k == 1 else "channels_last") if unit and same else "general"
-    tile = _TILE if variant == "planes" else _TILE // 2
-    block_l = min(triton.next_power_of_2(length), tile)
-    block_n = min(triton.next_power_of_2(n), max(1, tile // block_l))
-    wide = _wide(block_n, block_l, k, views)
+    variant = ("planes" if view.K == 1 else "channels_last") if unit and same else "general"
+    tile = _tile_elements(x.dtype, variant, backward=out_view is not None)
+    block_l = min(triton.next_power_of_2(view.L), tile)
+    block_n = min(triton.next_power_of_2(view.N), max(1, tile // block_l))
+    wide = _wide(block_n, block_l, view.K, views)
     if wide:
         variant = "general"
     num_warps, per_sm, maxnreg = _VARIANTS[variant]
-    n_tiles_l = triton.cdiv(length, block_l)
-    total_rows = triton.cdiv(n, block_n) * n_tiles_l * h
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        programs = _sm_count(index) * per_sm
-    else:
-        programs = _INTERPRETER_PROGRAMS
+    n_tiles_l = triton.cdiv(view.L, block_l)
+    total_rows = triton.cdiv(view.N, block_n) * n_tiles_l * view.H
+    programs = resident_grid(x.device, per_sm, _INTERPRETER_PROGRAMS, total_rows)
     rows = max(_MIN_ROWS, triton.cdiv(total_rows, programs))
-    return dict(block_n=block_n, block_l=block_l, n_tiles_l=n_tiles_l, total_rows=total_rows,
-                rows=rows, grid=triton.cdiv(total_rows, rows), wide=wide, same_layout=same,
-                num_warps=num_warps, maxnreg=maxnreg)
+    launch = Launch((triton.cdiv(total_rows, rows),),
+                    dict(BLOCK_N=block_n, BLOCK_L=block_l, WIDE=wide),
+                    num_warps=num_warps, maxnreg=maxnreg)
+    return launch, rows, n_tiles_l, total_rows
 
 
-def total_variation_forward(x: torch.Tensor) -> torch.Tensor:
-    """Total variation of x (rank >= 2) as a 0-dim float32 tensor; see the module docstring."""
+@on_input_device
+def total_variation_forward(x: torch.Tensor,
+                            out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Total variation of x (rank >= 2) as a 0-dim tensor of out_dtype, summed in float32
+    and rounded once; see the module docstring. Two launches: the partials and their sum,
+    which writes the result in out_dtype (no fill, no cast)."""
     if x.dim() < 2:
         raise ValueError(f"total_variation needs rank >= 2, got shape {tuple(x.shape)}")
-    out = torch.zeros((), dtype=torch.float32, device=x.device)
     if x.numel() == 0:
-        return out
+        return torch.zeros((), dtype=out_dtype, device=x.device)
     x, _, view, _, _ = _plan(x)
-    n, h, length, k, s_n, s_h, s_l = view
-    cfg = _launch_config(x.device, view)
-    partial = torch.empty(cfg["grid"], dtype=torch.float32, device=x.device)
-    _tv_forward_kernel[(cfg["grid"],)](
-        x, partial, n, h, length, k, s_n, s_h, s_l, cfg["n_tiles_l"], cfg["total_rows"],
-        cfg["rows"], BLOCK_N=cfg["block_n"], BLOCK_L=cfg["block_l"], WIDE=cfg["wide"],
-        num_warps=cfg["num_warps"], maxnreg=cfg["maxnreg"])
-    _tv_sum_kernel[(1,)](partial, out, cfg["grid"], BLOCK=_SUM_BLOCK, num_warps=4)
+    launch, rows, n_tiles_l, total_rows = _launch_config(x, view)
+    partial = torch.empty(launch.grid, dtype=torch.float32, device=x.device)
+    launch(_tv_forward_kernel, x, partial, *view, n_tiles_l, total_rows, rows)
+    out = torch.empty((), dtype=out_dtype, device=x.device)
+    sum_rows(partial.view(1, -1, 1), out)
     return out
 
 
+@on_input_device
 def total_variation_backward(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Gradient of the total variation w.r.t. x for a 0-dim upstream gradient (read on device).
 
@@ -366,110 +375,12 @@ def total_variation_backward(x: torch.Tensor, grad: torch.Tensor) -> torch.Tenso
     if x.numel() == 0:
         return result
     xv, ov, view_x, view_o, copied = _plan(x, result)
-    n, h, length, k, sx_n, sx_h, sx_l = view_x
-    so_n, so_h, so_l = view_o[4:]
-    cfg = _launch_config(x.device, view_x, view_o)
-    _tv_backward_kernel[(cfg["grid"],)](
-        xv, grad, ov, n, h, length, k, sx_n, sx_h, sx_l, so_n, so_h, so_l, cfg["n_tiles_l"],
-        cfg["total_rows"], cfg["rows"], BLOCK_N=cfg["block_n"], BLOCK_L=cfg["block_l"],
-        WIDE=cfg["wide"], SAME_LAYOUT=cfg["same_layout"], num_warps=cfg["num_warps"],
-        maxnreg=cfg["maxnreg"])
+    launch, rows, n_tiles_l, total_rows = _launch_config(xv, view_x, view_o)
+    launch(_tv_backward_kernel, xv, grad, ov, *view_x, *view_o[4:], n_tiles_l, total_rows,
+           rows, SAME_LAYOUT=view_x[4:] == view_o[4:])
     if copied:  # rare layouts: keep empty_like(x)'s strides
         result.copy_(ov)
     return result
-
-
-# --------------------------------------------------------------------------------------------
-# Ahead-of-time compilation specs for tests/test_kernels_compile.py: (kernel, signature,
-# constexprs, options) at the launch configurations of a 64x3x512x512 batch.
-# As at run time, unit strides are constexpr 1 and ":16" marks the arguments Triton finds
-# divisible by 16 (aligned pointers, strides of 512-wide rows).
-# --------------------------------------------------------------------------------------------
-
-def _layout_args(layout: str, k: str, strides_l):
-    """Signature and constexprs of K and the row-element strides for a layout: "planes"
-    (K = 1, unit stride), "channels_last" (K = C at run time, unit stride) or "strided"."""
-    sig, consts = {}, {}
-    if layout == "channels_last":
-        sig[k] = "i32"
-    else:
-        sig[k], consts[k] = "constexpr", 1
-    for name in strides_l:
-        if layout == "strided":
-            sig[name] = "i32"
-        else:
-            sig[name], consts[name] = "constexpr", 1
-    return sig, consts
-
-
-def _spec_variant(layout: str, wide: bool = False, same_layout: bool = True):
-    """Tile constexprs and options the launcher picks for a 64x3x512x512 batch: 4 planes of
-    512 (planes), one interleaved row of 1024 of the 1536 (channels-last), 4 planes of 256
-    (strided, e.g. x[..., ::2])."""
-    tile = {"planes": {"BLOCK_N": 4, "BLOCK_L": 512},
-            "channels_last": {"BLOCK_N": 1, "BLOCK_L": 1024},
-            "strided": {"BLOCK_N": 4, "BLOCK_L": 256}}[layout]
-    variant = "general" if layout == "strided" or wide or not same_layout else layout
-    num_warps, _, maxnreg = _VARIANTS[variant]
-    return tile, {"num_warps": num_warps, "maxnreg": maxnreg}
-
-
-def _fwd_spec(dtype: str, layout: str = "planes", wide: bool = False):
-    sig = {"x_ptr": f"*{dtype}:16", "partial_ptr": "*fp32:16", "N": "i32", "H": "i32:16",
-           "L": "i32:16", "K": None, "stride_n": "i32:16", "stride_h": "i32:16",
-           "stride_l": None, "n_tiles_l": "i32", "total_rows": "i32:16", "rows_per_prog": "i32",
-           "BLOCK_N": "constexpr", "BLOCK_L": "constexpr", "WIDE": "constexpr"}
-    lsig, consts = _layout_args(layout, "K", ["stride_l"])
-    sig.update(lsig)
-    tile, options = _spec_variant(layout, wide)
-    consts.update({"WIDE": wide, **tile})
-    return _tv_forward_kernel, sig, consts, options
-
-
-def _bwd_spec(dtype: str, layout: str = "planes", wide: bool = False, same_layout: bool = True):
-    sig = {"x_ptr": f"*{dtype}:16", "grad_ptr": f"*{dtype}:16", "out_ptr": f"*{dtype}:16",
-           "N": "i32", "H": "i32:16", "L": "i32:16", "K": None, "sx_n": "i32:16",
-           "sx_h": "i32:16", "sx_l": None, "so_n": "i32:16", "so_h": "i32:16", "so_l": None,
-           "n_tiles_l": "i32", "total_rows": "i32:16", "rows_per_prog": "i32",
-           "BLOCK_N": "constexpr", "BLOCK_L": "constexpr", "WIDE": "constexpr",
-           "SAME_LAYOUT": "constexpr"}
-    lsig, consts = _layout_args(layout, "K", ["sx_l", "so_l"])
-    sig.update(lsig)
-    tile, options = _spec_variant(layout, wide, same_layout)
-    consts.update({"WIDE": wide, "SAME_LAYOUT": same_layout, **tile})
-    return _tv_backward_kernel, sig, consts, options
-
-
-def _degenerate_spec(kernel, n_pointers: int):
-    """Every integer argument that can be 1 specialized to constexpr 1 (a single 1-row plane,
-    as Triton specializes such values at run time): the kernel must still compile."""
-    names = kernel.arg_names
-    sig = {a: "*fp32:16" for a in names[:n_pointers]}
-    consts = {a: 1 for a in names[n_pointers:]
-              if a not in ("BLOCK_N", "BLOCK_L", "WIDE", "SAME_LAYOUT")}
-    consts.update({"BLOCK_N": 1, "BLOCK_L": 1024, "WIDE": False})
-    if "SAME_LAYOUT" in names:
-        consts["SAME_LAYOUT"] = False
-    sig.update({a: "constexpr" for a in consts})
-    return kernel, sig, consts, {"num_warps": 8}
-
-
-AOT_SPECS = [
-    _degenerate_spec(_tv_forward_kernel, 2),
-    _degenerate_spec(_tv_backward_kernel, 3),
-    _fwd_spec("fp32"),
-    _fwd_spec("bf16"),
-    _fwd_spec("bf16", layout="channels_last"),
-    _fwd_spec("fp32", layout="strided", wide=True),
-    _bwd_spec("fp32"),
-    _bwd_spec("bf16"),
-    _bwd_spec("fp32", layout="channels_last"),
-    _bwd_spec("bf16", layout="strided"),
-    _bwd_spec("fp32", layout="strided", wide=True, same_layout=False),
-    (_tv_sum_kernel, {"partial_ptr": "*fp32:16", "out_ptr": "*fp32:16", "n": "i32",
-                      "BLOCK": "constexpr"}, {"BLOCK": _SUM_BLOCK}, {"num_warps": 4}),
-]
-
 
 # --------------------------------------------------------------------------------------------
 # Cost model: the roofline floor that `fastobj bench` rates each measurement against.

@@ -68,7 +68,8 @@ def _reference_run(acts, vec, cossim_pow, angled, g, vec_grad, make_vec=_identit
 
 
 def check_against_reference(acts, vec, cossim_pow, angled, vec_grad=True, make_vec=_identity):
-    g = torch.randn(acts.shape[0], acts.shape[2], dtype=torch.float64).to(acts.dtype)
+    g = torch.randn(acts.shape[0], acts.shape[2], dtype=torch.float64,
+                    device=acts.device).to(acts.dtype)
     out, grads = _triton_run(acts, vec, cossim_pow, angled, g, vec_grad, make_vec)
     ref_out, ref_grads = _reference_run(acts, vec, cossim_pow, angled, g, vec_grad, make_vec)
     tol = TOLERANCE[acts.dtype]
@@ -174,17 +175,30 @@ def test_looping_backward(monkeypatch):
     """C too large for the register-resident tile: chunked two-pass backward, several chunks."""
     module = pytest.importorskip("fastobj.kernels.dot_cossim")
     monkeypatch.setattr(module, "_RESIDENT_TILE", 0)
-    monkeypatch.setattr(module, "_TILE", 512)  # BLOCK_C = 16 (and 64 channels-last): 3 chunks
+    from fastobj.kernels import _common
+    monkeypatch.setattr(_common, "TILE_BYTES", 2048)  # 512 elements, BLOCK_C = 16: 3 chunks
     acts = torch.randn(B, C, P)
     check_against_reference(acts, torch.randn(1, C, 1), 2.5, False)
     check_against_reference(acts, torch.randn(1, C, P), 4.0, True)
     check_against_reference(_channels_last_acts(c=2 * C), torch.randn(B, 2 * C, 35), 2.5, False)
 
 
+@pytest.mark.parametrize("positions,unit", [(12, 4), (14, 2), (40, 8)])
+def test_positions_and_channel_strides_passed_in_units(positions, unit):
+    """P a multiple of 2, 4 or 8 (not 16): P and the channel strides reach the kernels divided
+    by ALIGN, and the kernels multiply them back."""
+    module = pytest.importorskip("fastobj.kernels.dot_cossim")
+    acts = torch.randn(B, C, positions)
+    assert module._alignment(acts, [acts.stride(1)]) == unit
+    check_against_reference(acts, torch.randn(B, C, positions), 4.0, True)
+    check_against_reference(acts, torch.randn(1, C, 1), 2.5, False)
+
+
 def test_64bit_in_tile_offsets(monkeypatch):
     """The WIDE (int64 in-tile offsets) variants, forced by lowering the int32 threshold."""
-    module = pytest.importorskip("fastobj.kernels.dot_cossim")
-    monkeypatch.setattr(module, "_INT32_LIMIT", 1)
+    pytest.importorskip("fastobj.kernels.dot_cossim")
+    from fastobj.kernels import _common
+    monkeypatch.setattr(_common, "INT32_LIMIT", 1)
     acts = torch.randn(B, C, P)
     check_against_reference(acts, torch.randn(1, C, 1), 2.5, False)
     check_against_reference(acts, torch.randn(B, C, P), 4.0, True)

@@ -46,7 +46,8 @@ def _reference_value_and_grad(x: torch.Tensor, g: torch.Tensor):
 
 
 def check_against_reference(x: torch.Tensor):
-    g = torch.randn((), dtype=torch.float64).to(x.dtype)  # upstream gradient other than 1
+    # upstream gradient other than 1, on x's device
+    g = torch.randn((), dtype=torch.float64, device=x.device).to(x.dtype)
     value, grad = _triton_value_and_grad(x, g)
     ref_value, ref_grad = _reference_value_and_grad(x, g)
     tol = TOLERANCE[x.dtype]
@@ -105,8 +106,9 @@ def test_ties_have_zero_sign(dtype):
 
 def test_64bit_in_tile_offsets(monkeypatch):
     """The WIDE (int64 in-tile offsets) variant, forced by lowering the int32 threshold."""
-    module = pytest.importorskip("fastobj.kernels.total_variation")
-    monkeypatch.setattr(module, "_INT32_LIMIT", 1)
+    pytest.importorskip("fastobj.kernels.total_variation")
+    from fastobj.kernels import _common
+    monkeypatch.setattr(_common, "INT32_LIMIT", 1)
     check_against_reference(LAYOUTS["channels_last"]())
     check_against_reference(LAYOUTS["contiguous"]())
 
@@ -116,7 +118,9 @@ def test_spans_across_tiles(monkeypatch, programs):
     """Small tiles and short spans of rows: spans start mid-tile and run across tile
     boundaries, so most rows sit next to a span edge (halo rows)."""
     module = pytest.importorskip("fastobj.kernels.total_variation")
-    monkeypatch.setattr(module, "_TILE", 32)
+    from fastobj.kernels import _common
+    monkeypatch.delenv(_common.SM_COUNT_ENV, raising=False)
+    monkeypatch.setattr(_common, "TILE_BYTES", 128)  # 32 float32 elements
     monkeypatch.setattr(module, "_MIN_ROWS", 1)
     monkeypatch.setattr(module, "_INTERPRETER_PROGRAMS", programs)
     check_against_reference(torch.randn(2, 3, 17, 13))

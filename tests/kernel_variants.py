@@ -1,0 +1,415 @@
+"""The Triton kernel variants the launchers pick on an H200, found by running the launchers.
+
+Each case below calls a public launcher of ``fastobj.kernels`` on CPU tensors (allocated, never
+read by a kernel) with grids sized for FASTOBJ_SM_COUNT=132 SMs. Every Triton kernel is
+swapped for a recorder, so a case launches nothing and records (kernel, grid, arguments,
+options). Triton's own binder then turns each record into the specialisation a CUDA launch
+would compile (aligned pointers, integers divisible by 16, integers equal to 1 made constant)
+and the compiler input (``ASTSource`` and options) exactly as ``JITFunction.run`` builds it, so
+an ahead-of-time compile of a variant is the compile the GPU would do, with the same cache key.
+
+Used by tests/test_kernels_compile.py (compile every variant for sm_90a and sm_80 and read
+ptxas' register/spill report), and by benchmarks/gpu_check.sh (--plan: count the variants of
+each phase; on the GPU machine: compile them in parallel before the timed phases).
+
+Run as a script, it prints a JSON report: ``python tests/kernel_variants.py report 90 80``
+(needs Triton's bundled ptxas; TRITON_INTERPRET must be unset), ``... count`` (variant count
+per group, no compilation) or ``... warm 90`` (compile for one capability, no report).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import traceback
+from typing import Callable, List, Optional, Tuple
+
+H200_SMS = 132
+MODULES = ("_common", "total_variation", "dot_cossim", "diversity")
+
+
+# --------------------------------------------------------------------------------------------
+# Recording launches.
+# --------------------------------------------------------------------------------------------
+
+class _Recorder:
+    """Stands in for a JITFunction: ``kernel[grid](*args, **kwargs)`` is recorded, not run."""
+
+    def __init__(self, kernel, records):
+        self.kernel, self.records = kernel, records
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.records.append((self.kernel, tuple(grid), args, kwargs))
+        return launch
+
+
+@contextlib.contextmanager
+def recording(sm_count: int = H200_SMS):
+    """Within the block, every ``*_kernel`` of fastobj.kernels records its launches into the
+    list this yields, and grids are sized for `sm_count` SMs."""
+    import triton
+    records: list = []
+    saved = []
+    for name in MODULES:
+        module = importlib.import_module(f"fastobj.kernels.{name}")
+        for attr, value in vars(module).items():
+            if attr.endswith("_kernel") and isinstance(value, triton.runtime.jit.JITFunction):
+                saved.append((module, attr, value))
+    previous = os.environ.get("FASTOBJ_SM_COUNT")
+    os.environ["FASTOBJ_SM_COUNT"] = str(sm_count)
+    try:
+        for module, attr, value in saved:
+            setattr(module, attr, _Recorder(value, records))
+        yield records
+    finally:
+        for module, attr, value in saved:
+            setattr(module, attr, value)
+        if previous is None:
+            os.environ.pop("FASTOBJ_SM_COUNT")
+        else:
+            os.environ["FASTOBJ_SM_COUNT"] = previous
+
+
+# --------------------------------------------------------------------------------------------
+# The cases: launcher calls at the shapes, dtypes, layouts and settings the library meets.
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One call of a kernel module's launchers.
+
+    inputs(new) builds the tensors from new(shape, dtype), which allocates (torch.empty on CPU
+    when recording, torch.randn on the GPU when checking); settings are the float32 matmul
+    precision, a lowered INT32_LIMIT (to reach the int64-offset variants) and the op's scalar
+    arguments.
+    """
+    group: str
+    label: str
+    inputs: Callable
+    precision: str = "highest"
+    int32_limit: Optional[int] = None
+    scalars: Tuple = ()
+
+    @contextlib.contextmanager
+    def settings(self):
+        import torch
+        from fastobj.kernels import _common
+        previous = torch.get_float32_matmul_precision(), _common.INT32_LIMIT
+        torch.set_float32_matmul_precision(self.precision)
+        _common.INT32_LIMIT = self.int32_limit or previous[1]
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(previous[0])
+            _common.INT32_LIMIT = previous[1]
+
+    def launch(self, new):
+        """Call the launchers as the library's ops do, on inputs from new."""
+        import torch
+        module = importlib.import_module(f"fastobj.kernels.{self.group}")
+        with self.settings():
+            args = self.inputs(new)
+            if self.group == "total_variation":
+                (x,) = args
+                module.total_variation_forward(x, x.dtype)
+                module.total_variation_backward(x, torch.ones((), dtype=x.dtype))
+            elif self.group == "dot_cossim":
+                acts, vec = args
+                cossim_pow, angled, vec_grad = self.scalars
+                module.dot_cossim_forward(acts, vec, cossim_pow, 1e-8, angled)
+                grad = torch.ones(acts.shape[0], acts.shape[2], dtype=acts.dtype)
+                module.dot_cossim_backward(acts, vec, grad, cossim_pow, 1e-8, angled, vec_grad)
+            else:
+                (feats,) = args
+                _, _, norms = module.diversity_sums_forward(feats, 1e-12)
+                c = feats.shape[1]
+                module.diversity_sums_backward(feats, norms, torch.ones(c, c), torch.ones(()),
+                                               1e-12)
+
+    def check(self, device):
+        """The same calls through the tests' checks on random inputs on `device`, against the
+        float64 references (tests/test_kernel_<group>.py)."""
+        import torch
+        tests = importlib.import_module(f"test_kernel_{self.group}")
+        with self.settings():
+            args = self.inputs(lambda shape, dtype: torch.randn(shape, device=device).to(dtype))
+            if self.group == "total_variation":
+                tests.check_against_reference(*args)
+            elif self.group == "dot_cossim":
+                cossim_pow, angled, vec_grad = self.scalars
+                tests.check_against_reference(*args, cossim_pow, angled, vec_grad)
+            else:
+                (feats,) = args
+                tol = 5e-3 if feats.dtype == torch.float32 and self.precision != "highest" \
+                    else tests.TOL[feats.dtype]
+                tests.check_backward(feats, tol, tests.check_forward(feats, tol)[2])
+
+
+def cases() -> List[Case]:
+    """Every case: the benchmark shapes (TV 64x3x512x512, Direction 256xCx14x14, Diversity
+    256x512x28x28) in float32 and bfloat16 (float16 once), each layout and direction kind the
+    launchers treat apart, both float32 matmul precisions, int64 offsets, and all sizes 1."""
+    import torch
+    f32, bf16, f16 = torch.float32, torch.bfloat16, torch.float16
+    names = {f32: "float32", bf16: "bfloat16", f16: "float16"}
+
+    def channels_last(shape, dtype, flatten=False):
+        def make(new):
+            t = new(shape, dtype).to(memory_format=torch.channels_last)
+            return t.flatten(2) if flatten else t
+        return make
+
+    out = [Case("total_variation", "float16 64x3x512x512",
+                lambda new: (new((64, 3, 512, 512), f16),))]
+    for dt in (f32, bf16):
+        out += [
+            Case("total_variation", f"{names[dt]} 64x3x512x512",
+                 lambda new, dt=dt: (new((64, 3, 512, 512), dt),)),
+            Case("total_variation", f"{names[dt]} 64x3x512x512 channels-last",
+                 lambda new, dt=dt: (channels_last((64, 3, 512, 512), dt)(new),)),
+            Case("total_variation", f"{names[dt]} 64x3x512x512 [..., ::2]",
+                 lambda new, dt=dt: (new((64, 3, 512, 1024), dt)[..., ::2],)),
+        ]
+    out += [
+        Case("total_variation", "float32 16x3x224x224 int64 offsets",
+             lambda new: (new((16, 3, 224, 224), f32),), int32_limit=1),
+        Case("total_variation", "float32 16x3x224x224 channels-last int64 offsets",
+             lambda new: (channels_last((16, 3, 224, 224), f32)(new),), int32_limit=1),
+        Case("total_variation", "float32 1x1: every integer 1", lambda new: (new((1, 1), f32),)),
+    ]
+
+    def direction(acts_shape, vec_shape, dt, layout=None):
+        return lambda new: ((channels_last(acts_shape, dt, True)(new) if layout
+                             else new(acts_shape, dt).flatten(2)), new(vec_shape, dt))
+
+    out.append(Case("dot_cossim", "float16 256x512x14x14 shared direction",
+                    direction((256, 512, 14, 14), (1, 512, 1), f16), scalars=(2.0, False, True)))
+    for dt in (f32, bf16):
+        for c in (512, 1024, 2048):  # the backward keeps C resident up to 1024, loops beyond
+            out += [
+                Case("dot_cossim", f"{names[dt]} 256x{c}x14x14 shared direction",
+                     direction((256, c, 14, 14), (1, c, 1), dt), scalars=(2.0, False, True)),
+                Case("dot_cossim", f"{names[dt]} 256x{c}x14x14 per-sample tensor direction, "
+                     "angled", direction((256, c, 14, 14), (256, c, 196), dt),
+                     scalars=(4.0, True, True)),
+            ]
+        out += [
+            Case("dot_cossim", f"{names[dt]} 256x512x14x14 per-sample direction, pow 0",
+                 direction((256, 512, 14, 14), (256, 512, 1), dt), scalars=(0.0, False, True)),
+            Case("dot_cossim", f"{names[dt]} 256x512x14x14 shared tensor direction",
+                 direction((256, 512, 14, 14), (1, 512, 196), dt), scalars=(2.0, False, True)),
+            Case("dot_cossim", f"{names[dt]} 256x512x14x14 channels-last",
+                 direction((256, 512, 14, 14), (1, 512, 1), dt, "channels_last"),
+                 scalars=(2.0, False, True)),
+            Case("dot_cossim", f"{names[dt]} 256x512x14x14 direction without grad",
+                 direction((256, 512, 14, 14), (1, 512, 1), dt), scalars=(2.0, False, False)),
+        ]
+    out += [
+        Case("dot_cossim", "float32 16x512x14x14 int64 offsets",
+             direction((16, 512, 14, 14), (16, 512, 196), f32), int32_limit=1,
+             scalars=(4.0, True, True)),
+        Case("dot_cossim", "float32 1x1x1: every integer 1",
+             lambda new: (new((1, 1, 1), f32), new((1, 1, 1), f32)), scalars=(2.0, True, True)),
+    ]
+
+    def feats(shape, dt, layout=None):
+        return lambda new: ((channels_last(shape, dt, True)(new) if layout
+                             else new(shape, dt).flatten(2)),)
+
+    out += [Case("diversity", f"{label} 256x512x28x28", feats((256, 512, 28, 28), dt),
+                 precision=precision)
+            for label, dt, precision in (("float32 (highest: IEEE dots)", f32, "highest"),
+                                         ("float32 (high: tf32 dots)", f32, "high"),
+                                         ("bfloat16", bf16, "highest"),
+                                         ("float16", f16, "highest"))]
+    out += [
+        Case("diversity", "float32 (highest) 64x512x7x7: rows not 16-aligned",
+             feats((64, 512, 7, 7), f32)),
+        Case("diversity", "float32 (high) 64x512x7x7: rows not 16-aligned",
+             feats((64, 512, 7, 7), f32), precision="high"),
+        Case("diversity", "float32 (highest) 64x200x7x7 channels-last",
+             feats((64, 200, 7, 7), f32, "channels_last")),
+        Case("diversity", "bfloat16 64x200x7x7 channels-last",
+             feats((64, 200, 7, 7), bf16, "channels_last")),
+        Case("diversity", "float32 1x1x1: every integer 1", feats((1, 1, 1, 1), f32)),
+    ]
+    return out
+
+
+GROUPS = ("total_variation", "dot_cossim", "diversity")
+
+
+def record(groups=GROUPS):
+    """{group: [(case label, [records])]}: the launches each case of each group makes, on
+    CPU tensors that are allocated and never read."""
+    import torch
+    out = {group: [] for group in groups}
+    for case in cases():
+        if case.group in groups:
+            with recording() as records:
+                case.launch(lambda shape, dtype: torch.empty(shape, dtype=dtype))
+            out[case.group].append((case.label, list(records)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# From a record to the compiler's input, as JITFunction.run builds it.
+# --------------------------------------------------------------------------------------------
+
+def compile_input(record, capability: int):
+    """(variant key, ASTSource, options dict) of one recorded launch for a CUDA target of
+    this compute capability: Triton's binder specialises the arguments, and
+    JITFunction._pack_args (Triton 3.6 to 3.9) builds the signature, constexprs and attributes
+    from them."""
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    kernel, _, args, kwargs = record
+    backend = make_backend(GPUTarget("cuda", capability, 32))
+    kwargs = dict(kwargs)
+    kwargs["debug"] = kwargs.get("debug", kernel.debug) or knobs.runtime.debug
+    kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
+    if hasattr(knobs.compilation, "fpsan_homomorphic_casts"):  # Triton 3.9
+        kwargs["fpsan_homomorphic_casts"] = knobs.compilation.fpsan_homomorphic_casts
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
+                                                              specialization, options)
+    key = f"{kernel.__name__}|{specialization}|{sorted(options.__dict__.items())}"
+    src = ASTSource(kernel, signature, constexprs, attrs)
+    return key, src, options.__dict__
+
+
+def variants(recorded, capability: int = 90):
+    """{group: {variant key: (kernel name, first case label, record)}} over recorded
+    launches; a variant is one distinct compilation."""
+    out = {}
+    for group, cases in recorded.items():
+        found = {}
+        for label, records in cases:
+            for rec in records:
+                key = compile_input(rec, capability)[0]
+                found.setdefault(key, (rec[0].__name__, label, rec))
+        out[group] = found
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Compiling and reading ptxas' report.
+# --------------------------------------------------------------------------------------------
+
+_PTXAS_CACHE = os.path.join(tempfile.gettempdir(), "fastobj-ptxas-report-cache")
+
+
+def _ptxas_report(ptx: str, capability: int) -> dict:
+    """Registers, spills and static shared memory from ``ptxas -v`` on Triton's PTX, with the
+    ptxas and flags Triton itself uses for this target; cached by PTX content."""
+    from triton.backends.nvidia.compiler import get_ptxas
+    arch = re.search(r"^\.target\s+(sm_\w+)", ptx, re.M).group(1)
+    tool = get_ptxas(capability).path
+    key = hashlib.sha256((tool + arch + ptx).encode()).hexdigest()
+    cached = os.path.join(_PTXAS_CACHE, key + ".json")
+    if os.path.exists(cached):
+        with open(cached) as fh:
+            return json.load(fh)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as fh:
+            fh.write(ptx)
+        run = subprocess.run([tool, "-lineinfo", "-v", "--regAllocOptLevel=2", "--gpu-name",
+                              arch, src, "-o", os.path.join(tmp, "k.cubin")],
+                             capture_output=True, text=True)
+    log = run.stdout + run.stderr
+    if run.returncode != 0:
+        raise RuntimeError(f"ptxas failed ({run.returncode}): {log}")
+
+    def number(pattern):
+        found = re.search(pattern, log)
+        return int(found.group(1)) if found else None
+    info = {"arch": arch, "registers": number(r"Used (\d+) registers"),
+            "spill_stores": number(r"(\d+) bytes spill stores") or 0,
+            "spill_loads": number(r"(\d+) bytes spill loads") or 0,
+            "static_smem": number(r"(\d+) bytes smem") or 0}
+    os.makedirs(_PTXAS_CACHE, exist_ok=True)
+    with open(cached + f".{os.getpid()}", "w") as fh:
+        json.dump(info, fh)
+    os.replace(cached + f".{os.getpid()}", cached)
+    return info
+
+
+def _compile_one(job):
+    """Compile one (group, key, capability, report) job; a row of the report."""
+    group, key, capability, with_report = job
+    name, label, rec = _JOBS[group][key]
+    row = {"group": group, "kernel": name, "case": label, "cc": capability,
+           "grid": list(rec[1]), "key": key}
+    try:
+        import triton
+        from triton.backends.compiler import GPUTarget
+        _, src, options = compile_input(rec, capability)
+        compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32),
+                                  options=options)
+        row.update(num_warps=compiled.metadata.num_warps, shared=compiled.metadata.shared,
+                   constexprs={rec[0].arg_names[path[0]]: value
+                               for path, value in src.constants.items()})
+        if with_report:
+            row.update(_ptxas_report(compiled.asm["ptx"], capability))
+    except Exception:
+        row["error"] = traceback.format_exc()
+    return row
+
+
+_JOBS: dict = {}
+
+
+def compile_all(capabilities, with_report=True, workers=None):
+    """Compile every variant of every group for each capability (in forked worker
+    processes, one per CPU core); the report rows."""
+    global _JOBS
+    _JOBS = variants(record())
+    seen = set()
+    jobs = []
+    for group, found in _JOBS.items():
+        for key in found:
+            if key not in seen:  # a variant two groups share (the sum kernel) compiles once
+                seen.add(key)
+                jobs += [(group, key, cc, with_report) for cc in capabilities]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        import concurrent.futures
+        import multiprocessing
+        with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_compile_one, jobs))
+    return [_compile_one(job) for job in jobs]
+
+
+def main(argv):
+    os.environ.pop("TRITON_INTERPRET", None)
+    command, capabilities = argv[0], [int(c) for c in argv[1:]]
+    if command == "report":  # warm keeps the environment (part of Triton's cache key)
+        os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # 3.9's default, unwarned
+    import triton
+    if command == "count":
+        found = variants(record())
+        print(json.dumps({"triton": triton.__version__,
+                          "variants": {g: len(v) for g, v in found.items()}}))
+    elif command in ("report", "warm"):
+        rows = compile_all(capabilities, with_report=command == "report")
+        print(json.dumps({"triton": triton.__version__, "rows": rows}))
+    else:
+        raise SystemExit(f"unknown command {command!r}: count, report CC..., warm CC...")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
