@@ -5,6 +5,7 @@ CUDA is never queried at import time.
 """
 from .backend import backend_for, get_backend, set_backend, use_backend
 from .hooks import ActivationFetcher, ModuleOutputsHook, collect_activations
+from .layout import Pooled, Tokens
 from .loss import BaseLoss, CompositeLoss, Loss, default_loss_summarize, sum_loss_list
 from .objectives import (ActivationInterpolation, ActivationWeights, Alignment,
                          AngledNeuronDirection, ChannelActivation, DeepDream, Direction,
@@ -20,6 +21,6 @@ __all__ = [
     "L1", "L2", "Diversity", "ActivationInterpolation", "Alignment", "Direction",
     "NeuronDirection", "AngledNeuronDirection", "TensorDirection", "ActivationWeights",
     "L2Mean", "VectorLoss", "FacetLoss",
-    "ModuleOutputsHook", "ActivationFetcher", "collect_activations",
+    "ModuleOutputsHook", "ActivationFetcher", "collect_activations", "Tokens", "Pooled",
     "backend_for", "get_backend", "set_backend", "use_backend",
 ]

@@ -13,11 +13,16 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 import torch.nn as nn
 
+from .layout import plain_target
 from .loss import listify, unique_targets
 
 
 def resolve_target(model: Optional[nn.Module], target: Any, owner: str = "fastobj") -> nn.Module:
-    """The module a target denotes: the module itself, or ``model``'s submodule of that name."""
+    """The module a target denotes: the module itself, or ``model``'s submodule of that name.
+
+    A layout target (:mod:`fastobj.layout`) denotes the module of its plain target.
+    """
+    target = plain_target(target)
     if isinstance(target, nn.Module):
         return target
     if isinstance(target, str):

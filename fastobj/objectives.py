@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from . import functional as Fn
 from .distributed import alignment_distributed, all_reduce_replicated
+from .layout import laid_out, lookup
 from .loss import BaseLoss, BatchIndex, ModuleOutputMapping, as_index, select_batch
 
 ChannelIndex = Union[int, Sequence[int], torch.Tensor]
@@ -75,13 +76,18 @@ def _check_channels(index: Union[int, torch.Tensor], channels: int, batch: int, 
 
 
 def _activation(owner: str, targets_to_values: ModuleOutputMapping, target: Any,
-                min_dim: int = 1, dims: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """The target's activation, checked to be a floating tensor of an accepted rank."""
+                min_dim: int = 1, dims: Optional[Sequence[int]] = None,
+                apply_layout: bool = True) -> torch.Tensor:
+    """The target's activation, checked to be a floating tensor of an accepted rank.
+
+    A layout target (:mod:`fastobj.layout`) gives its (B, C, H, W) view; ``apply_layout=False``
+    gives the raw output instead.
+    """
     if not isinstance(targets_to_values, Mapping):
         raise TypeError(f"{owner}: the activations must be a mapping from targets to tensors, "
                         f"got {type(targets_to_values).__name__}")
     try:
-        value = targets_to_values[target]
+        value = lookup(targets_to_values, target)
     except KeyError:
         raise KeyError(f"{owner}: no activation for target {target!r} in the mapping (keys: "
                        f"{list(targets_to_values)!r})") from None
@@ -94,6 +100,8 @@ def _activation(owner: str, targets_to_values: ModuleOutputMapping, target: Any,
     if not value.is_floating_point():
         raise TypeError(f"{owner}: the activation of {target!r} has dtype {value.dtype}; "
                         "objectives need a floating-point activation")
+    if apply_layout:
+        value = laid_out(target, value, owner)
     if dims is not None and value.dim() not in dims:
         raise ValueError(f"{owner}: expected an activation of rank {' or '.join(map(str, dims))}, "
                          f"got shape {tuple(value.shape)}")
@@ -700,21 +708,25 @@ class FacetLoss(BaseLoss):
         owner = self.__name__
         ultimate = select_batch(_activation(owner, targets_to_values, self.ultimate_target, 2),
                                 self.batch_index, owner)
-        layer_full = _activation(owner, targets_to_values, self.layer_target, 2)
-        if not layer_full.requires_grad:
+        # The gradient is taken at the raw output: a layout's view is a side branch of the graph.
+        layer_raw = _activation(owner, targets_to_values, self.layer_target, 2,
+                                apply_layout=False)
+        layer_full = laid_out(self.layer_target, layer_raw, owner)
+        if not layer_raw.requires_grad:
             raise ValueError(f"{owner}: the activation of layer_target {self.layer_target!r} is "
                              "not in an autograd graph (it must require grad)")
         if self.facet_weights.shape[1] != layer_full.shape[1]:
             raise ValueError(f"{owner}: facet_weights has {self.facet_weights.shape[1]} channels "
                              f"but the layer activation has {layer_full.shape[1]}")
         z = _projection(owner, ultimate, self.vec, F.relu, False)
-        (grad,) = torch.autograd.grad(z, layer_full, torch.ones_like(z), retain_graph=True,
+        (grad,) = torch.autograd.grad(z, layer_raw, torch.ones_like(z), retain_graph=True,
                                       allow_unused=True)
         if grad is None:
             raise ValueError(f"{owner}: ultimate_target {self.ultimate_target!r} does not depend "
                              f"on layer_target {self.layer_target!r}")
         layer = select_batch(layer_full, self.batch_index, owner)
-        attr = layer * F.relu(select_batch(grad.detach(), self.batch_index, owner))
+        grad = laid_out(self.layer_target, grad.detach(), owner)
+        attr = layer * F.relu(select_batch(grad, self.batch_index, owner))
         weights = self.facet_weights.to(device=layer.device, dtype=layer.dtype)
         if weights.dim() == 2 and attr.dim() == 4:
             attr = attr.sum((2, 3))

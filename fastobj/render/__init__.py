@@ -4,7 +4,8 @@
 * :mod:`.param`: image parameterizations (:class:`FFTImage`, :class:`PixelImage`).
 * :mod:`.transforms`: per-sample random transforms and :func:`default_transforms`.
 * :mod:`.expression`: :func:`parse_objective`, the safe parser behind ``fastobj render``.
-* :mod:`.demo`: :class:`DemoCNN`, a small deterministic network for demos and tests.
+* :mod:`.demo`: :class:`DemoCNN` and :class:`DemoViT`, small deterministic networks for demos
+  and tests.
 * :mod:`.png`: :func:`make_grid` and :func:`save_png`, a batch written as one PNG grid.
 * :mod:`.cli`: the ``fastobj render`` command.
 * :func:`lucent_objective`: use a fastobj objective where Lucent expects an objective function.
@@ -17,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .demo import DemoCNN, demo_cnn
+from .demo import DemoCNN, DemoViT, demo_cnn, demo_vit
 from .expression import OBJECTIVE_NAMES, parse_objective
 from .param import FFTImage, ImageParameterization, PixelImage, make_parameterization
 from .png import make_grid, save_png
@@ -32,7 +33,7 @@ __all__ = [
     "default_transforms",
     "seed_transforms",
     "parse_objective", "OBJECTIVE_NAMES",
-    "DemoCNN", "demo_cnn",
+    "DemoCNN", "demo_cnn", "DemoViT", "demo_vit",
     "make_grid", "save_png",
     "lucent_objective",
 ]
@@ -45,18 +46,20 @@ def lucent_objective(loss: Any,
 
     Lucent calls an objective function with ``T``, where ``T(name)`` returns the activation of
     the layer ``name``, and minimises the scalar it returns. The returned function builds the
-    ``{target: T(target)}`` mapping for every target of ``loss`` (so the targets must be the
-    names ``T`` understands) and returns ``summarize(loss(mapping))``, by default ``-mean``,
+    ``{target: T(name)}`` mapping for every target of ``loss`` (``name`` is the target, or the
+    plain target of a layout target such as ``Tokens("blocks_3")``; it must be a name ``T``
+    understands) and returns ``summarize(loss(mapping))``, by default ``-mean``,
     i.e. the objective is maximised as in fastobj. Wrap the result with Lucent's
     ``objectives.as_objective`` to combine it with Lucent objectives.
     """
+    from ..layout import plain_target
     from ..loss import default_loss_summarize, targets_of
 
     reduce = default_loss_summarize if summarize is None else summarize
     targets = targets_of(loss)
 
     def objective(T: Callable[[Any], torch.Tensor]) -> torch.Tensor:
-        return reduce(loss({target: T(target) for target in targets}))
+        return reduce(loss({target: T(plain_target(target)) for target in targets}))
 
     objective.__name__ = f"lucent_objective({loss!r})"
     return objective

@@ -9,7 +9,9 @@ is parsed with :mod:`ast` and evaluated by walking the tree here: the source is 
 constructs are accepted:
 
 * calls of the objective classes, by their bare names (:data:`OBJECTIVE_NAMES`), with
-  positional and keyword arguments;
+  positional and keyword arguments, and of the layout targets ``Tokens`` and ``Pooled``
+  (:data:`LAYOUT_NAMES`, see :mod:`fastobj.layout`), e.g.
+  ``ChannelActivation(Tokens('blocks.1.mlp.act', prefix=1), 5)``;
 * number, string, ``True``/``False``/``None`` literals, and lists and tuples of them;
 * unary ``-`` and ``+``, and binary ``+ - * / **`` between objectives and numbers.
 
@@ -28,7 +30,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
-__all__ = ["OBJECTIVE_NAMES", "TENSOR_ARGUMENTS", "check_expression", "parse_objective"]
+__all__ = ["OBJECTIVE_NAMES", "LAYOUT_NAMES", "TENSOR_ARGUMENTS", "check_expression", "parse_objective"]
 
 OBJECTIVE_NAMES = frozenset({
     "LayerActivation", "ChannelActivation", "NeuronActivation", "DeepDream", "TotalVariation",
@@ -36,6 +38,8 @@ OBJECTIVE_NAMES = frozenset({
     "NeuronDirection", "AngledNeuronDirection", "TensorDirection", "ActivationWeights",
     "L2Mean", "VectorLoss", "FacetLoss",
 })
+
+LAYOUT_NAMES = frozenset({"Tokens", "Pooled"})
 
 TENSOR_ARGUMENTS = frozenset({"vec", "vec_whitened", "weights", "facet_weights"})
 
@@ -236,7 +240,10 @@ def _default_namespace() -> Dict[str, Callable[..., Any]]:
     missing = [n for n in OBJECTIVE_NAMES if not hasattr(objectives, n)]
     if missing:  # pragma: no cover - guards against a renamed objective
         raise RuntimeError(f"fastobj.objectives lacks {', '.join(sorted(missing))}")
-    return {n: getattr(objectives, n) for n in OBJECTIVE_NAMES}
+    from .. import layout
+
+    return {**{n: getattr(objectives, n) for n in OBJECTIVE_NAMES},
+            **{n: getattr(layout, n) for n in LAYOUT_NAMES}}
 
 
 def parse_objective(source: str,
@@ -246,7 +253,8 @@ def parse_objective(source: str,
     Args:
         source: the expression, e.g. ``"ChannelActivation('features.3', 5) - 0.1 * L2('image')"``.
         namespace: names allowed as calls, mapped to the callables they build (default: the 18
-            classes of :mod:`fastobj.objectives`). Only for tests and extensions.
+            classes of :mod:`fastobj.objectives` and the layout targets of
+            :mod:`fastobj.layout`). Only for tests and extensions.
 
     Raises:
         ValueError: the expression holds a construct outside the accepted set (checked on the
