@@ -23,24 +23,16 @@ present, else its plain target's.
 from __future__ import annotations
 
 import math
-import operator
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Optional, Tuple
 
 import torch
 
+from .loss import as_index
+
 __all__ = ["LayoutTarget", "Tokens", "Pooled", "plain_target", "lookup", "laid_out"]
-
-
-def _int(value: Any, owner: str, arg: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{owner}: {arg} must be an int, got bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{owner}: {arg} must be an int, got {type(value).__name__} "
-                        f"({value!r})") from None
 
 
 def _describe(target: Any) -> str:
@@ -50,7 +42,7 @@ def _describe(target: Any) -> str:
     return repr(target)
 
 
-class LayoutTarget:
+class LayoutTarget(ABC):
     """A target whose activation is read through a layout (see :class:`Tokens`, :class:`Pooled`).
 
     ``target`` is the plain target (a module or a submodule name) whose output is captured.
@@ -58,9 +50,9 @@ class LayoutTarget:
 
     target: Any
 
+    @abstractmethod
     def view(self, activation: torch.Tensor, owner: str = "") -> torch.Tensor:
         """The (B, C, H, W) view of ``activation`` (the plain target's raw output)."""
-        raise NotImplementedError
 
     def _check_plain(self) -> None:
         if isinstance(self.target, LayoutTarget):
@@ -104,20 +96,20 @@ class Tokens(LayoutTarget):
     def __post_init__(self) -> None:
         self._check_plain()
         owner = "Tokens"
-        prefix = _int(self.prefix, owner, "prefix")
+        prefix = as_index(self.prefix, owner, "prefix")
         if prefix < 0:
             raise ValueError(f"{owner}: prefix must be >= 0, got {prefix}")
         object.__setattr__(self, "prefix", prefix)
         if self.grid is not None:
             if not isinstance(self.grid, (tuple, list)) or len(self.grid) != 2:
                 raise ValueError(f"{owner}: grid must be a pair (h, w), got {self.grid!r}")
-            grid = tuple(_int(g, owner, "grid entry") for g in self.grid)
+            grid = tuple(as_index(g, owner, "grid entry") for g in self.grid)
             if any(g < 1 and g != -1 for g in grid) or grid == (-1, -1):
                 raise ValueError(f"{owner}: grid entries must be >= 1, one of them may be -1 "
                                  f"(inferred); got {grid}")
             object.__setattr__(self, "grid", grid)
         if self.token is not None:
-            object.__setattr__(self, "token", _int(self.token, owner, "token"))
+            object.__setattr__(self, "token", as_index(self.token, owner, "token"))
         if not isinstance(self.batch_first, bool):
             raise TypeError(f"{owner}: batch_first must be a bool, got "
                             f"{type(self.batch_first).__name__}")

@@ -246,6 +246,7 @@ def test_views_share_the_tokens_memory():
     view = fo.Tokens("t", grid=(3, 5)).view(x)
     assert view.shape == (4, 7, 3, 5) and view.stride() == (16 * 7, 1, 5 * 7, 7)
     assert view.data_ptr() == x.data_ptr() + 7 * x.element_size()  # after the class token
+    assert fo.Tokens("t", grid=(3, 5)).cls.patches == fo.Tokens("t", grid=(3, 5))
     cls = fo.Tokens("t", grid=(3, 5)).cls.view(x)
     assert cls.shape == (4, 7, 1, 1) and cls.data_ptr() == x.data_ptr()
     seq_first = x.transpose(0, 1).contiguous()

@@ -30,7 +30,8 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
-__all__ = ["OBJECTIVE_NAMES", "LAYOUT_NAMES", "TENSOR_ARGUMENTS", "check_expression", "parse_objective"]
+__all__ = ["OBJECTIVE_NAMES", "LAYOUT_NAMES", "TENSOR_ARGUMENTS", "check_expression",
+           "parse_objective"]
 
 OBJECTIVE_NAMES = frozenset({
     "LayerActivation", "ChannelActivation", "NeuronActivation", "DeepDream", "TotalVariation",
