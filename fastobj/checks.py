@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import operator
 from collections.abc import Mapping
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -159,14 +159,15 @@ def check_rank(value: torch.Tensor, ranks: Ranks, owner: str, what: str) -> None
                      f"{tuple(value.shape)}{hint}")
 
 
-def activation(owner: str, targets_to_values: ModuleOutputMapping, target: Any,
-               ranks: Ranks = ANY_RANK) -> torch.Tensor:
-    """The target's activation, checked to be a floating tensor of an accepted rank."""
+def tensor_activation(owner: str, targets_to_values: ModuleOutputMapping, target: Any,
+                      lookup: Callable[[Mapping, Any], Any] = operator.getitem) -> torch.Tensor:
+    """The target's raw activation from the mapping (``lookup(mapping, target)``, which raises
+    KeyError when it is missing), checked to be a floating-point tensor."""
     if not isinstance(targets_to_values, Mapping):
         raise TypeError(f"{owner}: the activations must be a mapping from targets to tensors, "
                         f"got {type(targets_to_values).__name__}")
     try:
-        value = targets_to_values[target]
+        value = lookup(targets_to_values, target)
     except KeyError:
         raise KeyError(f"{owner}: no activation for target {target!r} in the mapping (keys: "
                        f"{list(targets_to_values)!r})") from None
@@ -179,7 +180,6 @@ def activation(owner: str, targets_to_values: ModuleOutputMapping, target: Any,
     if not value.is_floating_point():
         raise TypeError(f"{owner}: the activation of {target!r} has dtype {value.dtype}; "
                         "objectives need a floating-point activation")
-    check_rank(value, ranks, owner, f"the activation of {target!r}")
     return value
 
 

@@ -14,10 +14,15 @@ import torch
 import torch.nn as nn
 
 from .checks import listify, unique_targets
+from .layout import plain_target
 
 
 def resolve_target(model: Optional[nn.Module], target: Any, owner: str = "fastobj") -> nn.Module:
-    """The module a target denotes: the module itself, or ``model``'s submodule of that name."""
+    """The module a target denotes: the module itself, or ``model``'s submodule of that name.
+
+    A layout target (:mod:`fastobj.layout`) denotes the module of its plain target.
+    """
+    target = plain_target(target)
     if isinstance(target, nn.Module):
         return target
     if isinstance(target, str):

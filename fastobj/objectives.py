@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 from . import functional as Fn
 from .checks import (ANY_RANK, CHANNELS_LAST, IMAGE, IMAGE_OR_VECTOR, BatchIndex, ChannelIndex,
-                     ModuleOutputMapping, Ranks, activation, as_channel_index, check_channels,
-                     check_position, check_process_group, check_vector_batch,
-                     check_vector_channels, direction, neuron_position, nonempty_batch,
-                     one_d_vector, optional_index, select_batch, vector)
+                     ModuleOutputMapping, Ranks, as_channel_index, check_channels, check_position,
+                     check_process_group, check_rank, check_vector_batch, check_vector_channels,
+                     direction, neuron_position, nonempty_batch, one_d_vector, optional_index,
+                     select_batch, tensor_activation, vector)
 from .distributed import alignment_distributed, diversity_distributed
+from .layout import laid_out, lookup
 from .loss import BaseLoss
 
 __all__ = [
@@ -32,6 +33,16 @@ __all__ = [
     "NeuronDirection", "AngledNeuronDirection", "TensorDirection", "ActivationWeights",
     "L2Mean", "VectorLoss", "FacetLoss",
 ]
+
+
+def _activation(owner: str, targets_to_values: ModuleOutputMapping, target: Any,
+                ranks: Ranks = ANY_RANK) -> torch.Tensor:
+    """The target's activation as the objectives read it: looked up (a layout target of
+    :mod:`fastobj.layout` also under its plain target), checked, seen through the target's
+    layout, and refused unless its rank is one of ``ranks``."""
+    value = laid_out(target, tensor_activation(owner, targets_to_values, target, lookup), owner)
+    check_rank(value, ranks, owner, f"the activation of {target!r}")
+    return value
 
 
 def _sum(t: torch.Tensor) -> torch.Tensor:
@@ -68,7 +79,7 @@ class _Objective(BaseLoss):
     ranks: Ranks = ANY_RANK
 
     def _selected(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        acts = activation(self.__name__, targets_to_values, self.target, self.ranks)
+        acts = _activation(self.__name__, targets_to_values, self.target, self.ranks)
         return select_batch(acts, self.batch_index, self.__name__)
 
 
@@ -270,8 +281,8 @@ class ActivationInterpolation(BaseLoss):
 
     def _means(self, targets_to_values: ModuleOutputMapping, target: Any,
                channel: Optional[int], arg: str) -> torch.Tensor:
-        acts = nonempty_batch(activation(self.__name__, targets_to_values, target,
-                                         IMAGE_OR_VECTOR), self.__name__, target)
+        acts = nonempty_batch(_activation(self.__name__, targets_to_values, target,
+                                          IMAGE_OR_VECTOR), self.__name__, target)
         if channel is not None:
             acts = acts[:, check_position(channel, acts.shape[1], self.__name__, arg,
                                            "the channel dim")]
@@ -507,8 +518,8 @@ class ActivationWeights(BaseLoss):
                 raise ValueError(f"{self.__name__}: {arg} must be >= 1, got {size}")
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
-        acts = nonempty_batch(activation(self.__name__, targets_to_values, self.target,
-                                         IMAGE if self.neuron else IMAGE_OR_VECTOR),
+        acts = nonempty_batch(_activation(self.__name__, targets_to_values, self.target,
+                                          IMAGE if self.neuron else IMAGE_OR_VECTOR),
                               self.__name__, self.target)
         c = acts.shape[1]
         if self.weights.numel() not in (1, c):
@@ -608,10 +619,13 @@ class FacetLoss(BaseLoss):
 
     def __call__(self, targets_to_values: ModuleOutputMapping) -> torch.Tensor:
         owner = self.__name__
-        ultimate = select_batch(activation(owner, targets_to_values, self.ultimate_target,
-                                           IMAGE_OR_VECTOR), self.batch_index, owner)
-        layer_full = activation(owner, targets_to_values, self.layer_target, IMAGE_OR_VECTOR)
-        if not layer_full.requires_grad:
+        ultimate = select_batch(_activation(owner, targets_to_values, self.ultimate_target,
+                                            IMAGE_OR_VECTOR), self.batch_index, owner)
+        # The gradient is taken at the raw output: a layout's view is a side branch of the graph.
+        layer_raw = tensor_activation(owner, targets_to_values, self.layer_target, lookup)
+        layer_full = laid_out(self.layer_target, layer_raw, owner)
+        check_rank(layer_full, IMAGE_OR_VECTOR, owner, f"the activation of {self.layer_target!r}")
+        if not layer_raw.requires_grad:
             raise ValueError(f"{owner}: the activation of layer_target {self.layer_target!r} is "
                              "not in an autograd graph (it must require grad)")
         if self.facet_weights.shape[1] != layer_full.shape[1]:
@@ -621,13 +635,14 @@ class FacetLoss(BaseLoss):
             raise ValueError(f"{owner}: 4-D facet_weights need a 4-D layer activation, got shape "
                              f"{tuple(layer_full.shape)}")
         z = _projection(owner, ultimate, self.vec, F.relu, False)
-        (grad,) = torch.autograd.grad(z, layer_full, torch.ones_like(z), retain_graph=True,
+        (grad,) = torch.autograd.grad(z, layer_raw, torch.ones_like(z), retain_graph=True,
                                       allow_unused=True)
         if grad is None:
             raise ValueError(f"{owner}: ultimate_target {self.ultimate_target!r} does not depend "
                              f"on layer_target {self.layer_target!r}")
         layer = select_batch(layer_full, self.batch_index, owner)
-        attr = layer * F.relu(select_batch(grad.detach(), self.batch_index, owner))
+        grad = laid_out(self.layer_target, grad.detach(), owner)
+        attr = layer * F.relu(select_batch(grad, self.batch_index, owner))
         weights = self.facet_weights.to(device=layer.device, dtype=layer.dtype)
         if weights.dim() == 2 and attr.dim() == 4:
             attr = attr.sum((2, 3))

@@ -8,7 +8,8 @@
   (Lucent's ``"layer:channel"`` included).
 * :mod:`.models`: :func:`efficientnet_lite0` (pretrained, offline) and :func:`list_layers`.
 * :mod:`.atlas`: :func:`render_atlas`, one image per channel of a layer, resumable.
-* :mod:`.demo`: :class:`DemoCNN`, a small deterministic network for demos and tests.
+* :mod:`.demo`: :class:`DemoCNN` and :class:`DemoViT`, small deterministic networks for demos
+  and tests.
 * :mod:`.png`: :func:`make_grid`, :func:`upscale` and :func:`save_png`.
 * :mod:`.cli`: the ``fastobj render``, ``layers`` and ``atlas`` commands.
 * :func:`lucent_objective`: use a fastobj objective where Lucent expects an objective function.
@@ -22,7 +23,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .atlas import AtlasEntry, AtlasResult, render_atlas
-from .demo import DemoCNN, demo_cnn
+from .demo import DemoCNN, DemoViT, demo_cnn, demo_vit
 from .expression import OBJECTIVE_NAMES, parse_objective
 from .models import LayerInfo, efficientnet_lite0, list_layers
 from .param import FFTImage, ImageParameterization, PixelImage, make_parameterization
@@ -42,7 +43,7 @@ __all__ = [
     "Preprocess", "model_preprocess",
     "efficientnet_lite0", "list_layers", "LayerInfo",
     "render_atlas", "AtlasEntry", "AtlasResult",
-    "DemoCNN", "demo_cnn",
+    "DemoCNN", "demo_cnn", "DemoViT", "demo_vit",
     "make_grid", "upscale", "save_png",
     "lucent_objective",
 ]
@@ -55,18 +56,20 @@ def lucent_objective(loss: Any,
 
     Lucent calls an objective function with ``T``, where ``T(name)`` returns the activation of
     the layer ``name``, and minimises the scalar it returns. The returned function builds the
-    ``{target: T(target)}`` mapping for every target of ``loss`` (so the targets must be the
-    names ``T`` understands) and returns ``summarize(loss(mapping))``, by default ``-mean``,
+    ``{target: T(name)}`` mapping for every target of ``loss`` (``name`` is the target, or the
+    plain target of a layout target such as ``Tokens("blocks_3")``; it must be a name ``T``
+    understands) and returns ``summarize(loss(mapping))``, by default ``-mean``,
     i.e. the objective is maximised as in fastobj. Wrap the result with Lucent's
     ``objectives.as_objective`` to combine it with Lucent objectives.
     """
+    from ..layout import plain_target
     from ..loss import default_loss_summarize, targets_of
 
     reduce = default_loss_summarize if summarize is None else summarize
     targets = targets_of(loss)
 
     def objective(T: Callable[[Any], torch.Tensor]) -> torch.Tensor:
-        return reduce(loss({target: T(target) for target in targets}))
+        return reduce(loss({target: T(plain_target(target)) for target in targets}))
 
     objective.__name__ = f"lucent_objective({loss!r})"
     return objective

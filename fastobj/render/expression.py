@@ -9,7 +9,9 @@ is parsed with :mod:`ast` and evaluated by walking the tree here: the source is 
 constructs are accepted:
 
 * calls of the objective classes, by their bare names (:data:`OBJECTIVE_NAMES`), with
-  positional and keyword arguments;
+  positional and keyword arguments, and of the layout targets ``Tokens`` and ``Pooled``
+  (:data:`LAYOUT_NAMES`, see :mod:`fastobj.layout`), e.g.
+  ``ChannelActivation(Tokens('blocks.1.mlp.act', prefix=1), 5)``;
 * number, string, ``True``/``False``/``None`` literals, and lists and tuples of them;
 * unary ``-`` and ``+``, and binary ``+ - * / **`` between objectives and numbers;
 * Lucent's shorthand ``layer:channel`` for ``ChannelActivation('layer', channel)``, as the
@@ -32,12 +34,14 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
-from .. import objectives
+from .. import layout, objectives
 
-__all__ = ["OBJECTIVE_NAMES", "TENSOR_ARGUMENTS", "check_expression", "parse_objective",
-           "channel_shorthand"]
+__all__ = ["OBJECTIVE_NAMES", "LAYOUT_NAMES", "TENSOR_ARGUMENTS", "check_expression",
+           "parse_objective", "channel_shorthand"]
 
 OBJECTIVE_NAMES = frozenset(objectives.__all__)
+
+LAYOUT_NAMES = frozenset({"Tokens", "Pooled"})
 
 TENSOR_ARGUMENTS = frozenset({"vec", "vec_whitened", "weights", "facet_weights"})
 
@@ -242,7 +246,8 @@ class _Evaluator:
 
 
 def _default_namespace() -> Dict[str, Callable[..., Any]]:
-    return {n: getattr(objectives, n) for n in OBJECTIVE_NAMES}
+    return {**{n: getattr(objectives, n) for n in OBJECTIVE_NAMES},
+            **{n: getattr(layout, n) for n in LAYOUT_NAMES}}
 
 
 def parse_objective(source: str,
@@ -253,7 +258,8 @@ def parse_objective(source: str,
         source: the expression, e.g. ``"ChannelActivation('features.3', 5) - 0.1 * L2('image')"``,
             or Lucent's ``"features.3:5"``.
         namespace: names allowed as calls, mapped to the callables they build (default: the 18
-            classes of :mod:`fastobj.objectives`). Only for tests and extensions.
+            classes of :mod:`fastobj.objectives` and the layout targets of
+            :mod:`fastobj.layout`). Only for tests and extensions.
 
     Raises:
         ValueError: the expression holds a construct outside the accepted set (checked on the

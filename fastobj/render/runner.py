@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..hooks import ModuleOutputsHook, resolve_target
+from ..layout import plain_target
 from ..loss import default_loss_summarize, targets_of
 from .expression import parse_objective
 from .param import ImageParameterization, Size, make_parameterization
@@ -102,7 +103,7 @@ def _make_optimizer(optimizer: Union[str, Callable[..., torch.optim.Optimizer]],
 
 def _check_target_names(model: nn.Module, targets: Iterable[Any]) -> None:
     """Refuse (ValueError) a target name that is neither a submodule nor :data:`IMAGE_TARGET`."""
-    for target in targets:
+    for target in map(plain_target, targets):
         if isinstance(target, str) and not _is_image_name(target):
             try:
                 resolve_target(model, target, "unknown target")
