@@ -33,7 +33,7 @@ import fastobj
 from fastobj import functional as Fn
 from fastobj.backend import backend_for, interpreter_enabled, triton_import_error
 
-from . import baselines, render_step
+from . import baselines, render_step, vit_ops
 
 Dims = Tuple[int, ...]
 
@@ -164,6 +164,14 @@ def _interpolation_cost(dims, dtype, mode) -> Cost:
                 "memory")
 
 
+def _vit_cost(kernel_cost: Callable[[Dims, torch.dtype, str], Optional[Cost]]):
+    """The cost of a token op: the kernel's on the (B, C, patches) view it reads."""
+    def cost(dims, dtype, mode) -> Optional[Cost]:
+        batch, tokens, channels = dims
+        return kernel_cost((batch, channels, tokens - vit_ops.PREFIX), dtype, mode)
+    return cost
+
+
 def _no_cost(dims, dtype, mode) -> None:
     return None
 
@@ -236,6 +244,14 @@ def _render_step_op() -> Op:
               classic_growth=2, objective_part=objective)
 
 
+def _vit_op(name: str, cost, classic_growth: int) -> Op:
+    """A ViT-B/16 token op of :mod:`.vit_ops` (its copy+fastobj provider is for its tests)."""
+    functions = vit_ops.FUNCTIONS[name]
+    return Op(name, vit_ops.MAKERS[name], 1,
+              {p: (lambda f=functions[p]: f) for p in ("fastobj", "reference", "classic")},
+              lambda: functions["reference"], cost, classic_growth=classic_growth)
+
+
 OPS: Dict[str, Op] = {op.name: op for op in (
     Op("diversity", _acts, 1,
        {"fastobj": lambda: _diversity_fastobj, "reference": lambda: _diversity_reference,
@@ -255,6 +271,8 @@ OPS: Dict[str, Op] = {op.name: op for op in (
        {"fastobj": _interpolation_fastobj, "classic": lambda: _interpolation_classic},
        _interpolation_fastobj, _interpolation_cost, classic_growth=1, has_kernel=False),
     _render_step_op(),
+    _vit_op("vit_diversity", _vit_cost(_diversity_cost), classic_growth=2),
+    _vit_op("vit_direction", _vit_cost(_direction_cost(per_sample=False)), classic_growth=0),
 )}
 
 

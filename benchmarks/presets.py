@@ -43,6 +43,7 @@ def _batches(bs: Sequence[int], rest: Dims) -> Tuple[Dims, ...]:
 
 RENDER_BATCHES = (32, 128, 512)
 RENDER_IMAGE = (3, 64, 64)
+VIT_TOKENS = (197, 768)  # ViT-B/16 at 224 x 224: a class token and 14 x 14 patches
 
 PRESETS: Dict[str, Preset] = {p.name: p for p in (
     Preset("cpu", "default sweep on CPU (about two minutes at most on 2 cores)", (
@@ -55,6 +56,8 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
         Sweep("alignment", _batches((16, 64), (64, 14, 14))),
         Sweep("activation_interpolation", _batches((16, 64), (64, 14, 14))),
         Sweep("render_step", _batches(RENDER_BATCHES, RENDER_IMAGE), modes=("fwd+bwd",)),
+        Sweep("vit_diversity", _batches((4, 16), VIT_TOKENS), modes=("fwd+bwd",)),
+        Sweep("vit_direction", _batches((4, 16), VIT_TOKENS), modes=("fwd+bwd",)),
     ), budget_s=1.0, rounds=5, round_s=0.03, time_limit_s=120.0),
     Preset("gpu", "sweep for one H100/H200-class GPU (benchmarks/gpu_check.sh)", (
         Sweep("diversity", _batches((8, 16, 32, 64, 128, 256, 512, 1024), (512, 28, 28)),
@@ -67,6 +70,10 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
         Sweep("alignment", ((256, 512, 14, 14),), ("float32", "bfloat16")),
         Sweep("activation_interpolation", ((256, 512, 14, 14),), ("float32", "bfloat16")),
         Sweep("render_step", _batches(RENDER_BATCHES, RENDER_IMAGE), modes=("fwd+bwd",)),
+        Sweep("vit_diversity", _batches((64, 128, 256, 512), VIT_TOKENS), ("float32", "bfloat16"),
+              modes=("fwd+bwd",)),
+        Sweep("vit_direction", _batches((64, 128, 256, 512), VIT_TOKENS), ("float32", "bfloat16"),
+              modes=("fwd+bwd",)),
     ), budget_s=2.0, rounds=5, round_s=0.04, time_limit_s=330.0),
     Preset("quick", "tiny smoke sweep: every op and provider but compile, in seconds", (
         Sweep("diversity", _batches((4, 8), (8, 4, 4))),
@@ -76,6 +83,8 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
         Sweep("alignment", ((6, 8, 4, 4),)),
         Sweep("activation_interpolation", ((4, 8, 4, 4),)),
         Sweep("render_step", ((4, 3, 16, 16),), modes=("fwd+bwd",)),
+        Sweep("vit_diversity", ((3, 17, 8),)),
+        Sweep("vit_direction", ((3, 17, 8),)),
     ), budget_s=0.2, rounds=3, round_s=0.002, time_limit_s=None, ceilings=False),
 )}
 

@@ -414,7 +414,8 @@ def test_cost_models_come_from_the_kernels():
     assert per_sample.bytes == dot_cossim_kernel.cost((b, c, h * w), (b, c, 1), torch.float32,
                                                       "fwd+bwd")[0]
     for name, op in ops.OPS.items():
-        cost = op.cost((4, 3, 6, 6), torch.float32, "fwd")
+        dims = (4, 17, 6) if name.startswith("vit_") else (4, 3, 6, 6)  # tokens: (B, T, C)
+        cost = op.cost(dims, torch.float32, "fwd")
         assert (cost is None) == (name == "render_step") and (cost is None or cost.bytes > 0)
     for kernel_cost in (diversity_kernel.cost, tv_kernel.cost):
         with pytest.raises(ValueError, match="mode"):
@@ -506,7 +507,8 @@ def test_classic_activation_interpolation_matches_objective(channels):
 
 def test_every_op_provider_agrees_on_a_small_case():
     """The benchmarks' own provider callables compute the same thing (float64, tiny sizes)."""
-    cases = [(op, (4, 5, 3, 3)) for op in ops.OPS.values() if op.name != "render_step"]
+    cases = [(op, (4, 1 + 5 * 5, 6) if op.name.startswith("vit_") else (4, 5, 3, 3))
+             for op in ops.OPS.values() if op.name != "render_step"]
     step = ops.OPS["render_step"]
     cases += [(step, (3, 3, 12, 10)), (step.objective_part, (3, 3, 12, 10))]
     for op, dims in cases:

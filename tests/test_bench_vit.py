@@ -30,10 +30,16 @@ def test_contiguous_grid_is_the_patch_layout():
     assert grid[1, 2, 1, 0] == tokens[1, 1 + 1 * 3 + 0, 2]
 
 
-def test_cost_model():
-    flops, moved, bound = vit_ops.cost_model("vit_diversity", (64, 197, 768), torch.float32,
-                                             "fwd")
-    assert flops == 2.0 * 64 * 768 ** 2 * 196 and moved == 64 * 196 * 768 * 4
-    assert bound == "compute"
-    with pytest.raises(KeyError):
-        vit_ops.cost_model("nope", (1, 2, 3), torch.float32, "fwd")
+def test_token_ops_join_fastobj_bench_with_the_kernels_cost():
+    """fastobj bench times the token ops and rates them by the kernels' cost on the view."""
+    from fastobj.benchmarks.ops import OPS
+    from fastobj.kernels import diversity, dot_cossim
+
+    dims = (64, 197, 768)
+    for mode in ("fwd", "fwd+bwd"):
+        cost = OPS["vit_diversity"].cost(dims, torch.float32, mode)
+        assert (cost.bytes, cost.flops) == diversity.cost((64, 768, 196), torch.float32, mode)
+        cost = OPS["vit_direction"].cost(dims, torch.bfloat16, mode)
+        assert (cost.bytes, cost.flops) == dot_cossim.cost((64, 768, 196), (1, 768, 1),
+                                                           torch.bfloat16, mode)
+    assert set(OPS["vit_diversity"].providers) == {"fastobj", "reference", "classic"}
