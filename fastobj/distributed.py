@@ -259,7 +259,7 @@ def alignment_distributed(objective: str, select: Callable[[], torch.Tensor],
     # Start from an empty sum over the gathered heads (0, in their graph): every rank's
     # backward must reach _GatherHeads, whose all-reduce the other ranks wait for, even where
     # no pair uses a later rank's samples (the last rank, or a rank of one sample).
-    local = heads.reshape(-1)[:0].sum().to(acc)
+    local = Fn.zero_in_graph(heads).to(acc)
     for d in range(1, reach + 1):
         pairs = min(count, extended.shape[0] - d)
         if pairs > 0:

@@ -33,6 +33,12 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def zero_in_graph(t: torch.Tensor) -> torch.Tensor:
+    """An exact 0-dim zero in t's dtype and autograd graph (an empty sum): its gradient is
+    zeros, and a backward through it still reaches t's producers."""
+    return t.reshape(-1)[:0].sum()
+
+
 def _kernels(module: str):
     """Import fastobj.kernels.<module> lazily: Triton is only touched when a kernel runs."""
     return importlib.import_module(f"fastobj.kernels.{module}")
@@ -293,7 +299,7 @@ def alignment_ref(s: torch.Tensor, decay_ratio: float) -> torch.Tensor:
 
     Vectorised over the batch: one slice pair per distance. A batch of one gives 0.
     """
-    total = s.reshape(-1)[:0].sum().to(accumulation_dtype(s.dtype))  # 0, in s's graph
+    total = zero_in_graph(s).to(accumulation_dtype(s.dtype))
     for d in range(1, min(ALIGNMENT_MAX_DISTANCE, s.shape[0] - 1) + 1):
         total = total + alignment_pairs_ref(s[:-d], s[d:], d, decay_ratio)
     return (-total).reshape(1).to(s.dtype)

@@ -55,11 +55,6 @@ def _mean(t: torch.Tensor, dim: Any = None) -> torch.Tensor:
     return out.to(t.dtype)
 
 
-def _zero_in_graph(s: torch.Tensor) -> torch.Tensor:
-    """An exact 0-dim zero in s's dtype and graph (an empty sum): its gradient is zeros."""
-    return s.reshape(-1)[:0].sum()
-
-
 def _per_sample_channel(s: torch.Tensor, index: Union[int, torch.Tensor], keepdim: bool = False
                         ) -> torch.Tensor:
     """Channel ``index`` of every sample (int), or channel index[b] of sample b (tensor)."""
@@ -256,7 +251,7 @@ class Diversity(_Objective):
                                          self.process_group)
         s = self._selected(targets_to_values)
         if s.shape[0] == 1:  # no pair of samples: the sum over i != j is empty
-            return _zero_in_graph(s)
+            return Fn.zero_in_graph(s)
         return Fn.diversity(s.reshape(s.shape[0], s.shape[1], -1))
 
 
