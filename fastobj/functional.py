@@ -91,41 +91,45 @@ def diversity_ref(feats: torch.Tensor) -> torch.Tensor:
 
 
 @torch.library.custom_op("fastobj::diversity_sums", mutates_args=())
-def _diversity_sums_op(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _diversity_sums_op(feats: torch.Tensor
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(S, sq, norms, grams): grams holds every sample's Gram for the backward when the batch
+    fits the kernel's scratch, else it is empty (kernels.diversity.keeps_grams)."""
     return _kernels("diversity").diversity_sums_forward(feats, GRAM_NORM_EPS)
 
 
 @_diversity_sums_op.register_fake
 def _(feats):
     acc = accumulation_dtype(feats.dtype)
-    c = feats.shape[1]
+    b, c = feats.shape[0], feats.shape[1]
+    kept = b if _kernels("diversity").keeps_grams(b, c) else 0
     return (feats.new_empty((c, c), dtype=acc), feats.new_empty((), dtype=acc),
-            feats.new_empty((feats.shape[0],), dtype=acc))
+            feats.new_empty((b,), dtype=acc), feats.new_empty((kept, c, c), dtype=acc))
 
 
 @torch.library.custom_op("fastobj::diversity_sums_backward", mutates_args=())
-def _diversity_sums_backward_op(feats: torch.Tensor, norms: torch.Tensor, grad_sums: torch.Tensor,
-                                grad_sq: torch.Tensor) -> torch.Tensor:
-    return _kernels("diversity").diversity_sums_backward(feats, norms, grad_sums, grad_sq,
-                                                         GRAM_NORM_EPS)
+def _diversity_sums_backward_op(feats: torch.Tensor, norms: torch.Tensor, grams: torch.Tensor,
+                                grad_sums: torch.Tensor, grad_sq: torch.Tensor) -> torch.Tensor:
+    return _kernels("diversity").diversity_sums_backward(feats, norms, grams, grad_sums,
+                                                         grad_sq, GRAM_NORM_EPS)
 
 
 @_diversity_sums_backward_op.register_fake
-def _(feats, norms, grad_sums, grad_sq):
+def _(feats, norms, grams, grad_sums, grad_sq):
     return feats.new_empty(feats.shape)  # the kernel writes a contiguous gradient
 
 
 def _diversity_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], output[2])
+    ctx.save_for_backward(inputs[0], output[2], output[3])
 
 
-def _diversity_backward(ctx, grad_sums, grad_sq, _grad_norms):
-    feats, norms = ctx.saved_tensors
+def _diversity_backward(ctx, grad_sums, grad_sq, _grad_norms, _grad_grams):
+    feats, norms, grams = ctx.saved_tensors
     if grad_sums is None:
         grad_sums = norms.new_zeros((feats.shape[1], feats.shape[1]))
     if grad_sq is None:
         grad_sq = norms.new_zeros(())
-    return _diversity_sums_backward_op(feats, norms, grad_sums.contiguous(), grad_sq)
+    return _diversity_sums_backward_op(feats, norms, grams, grad_sums.contiguous(), grad_sq)
 
 
 _diversity_sums_op.register_autograd(_diversity_backward, setup_context=_diversity_setup)
@@ -136,7 +140,7 @@ def diversity_sums(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     if backend_for(feats) == "torch":
         sums, sq, _ = diversity_sums_ref(feats)
     else:
-        sums, sq, _ = _diversity_sums_op(feats)
+        sums, sq, _, _ = _diversity_sums_op(feats)
     return sums, sq
 
 

@@ -5,43 +5,63 @@ For a batch of flattened activations ``feats`` (B, C, P), sample i being F_i (C 
     G_i = F_i F_iᵀ (C x C),   norms_i = ‖G_i‖_F,   n_i = max(norms_i, eps),   g_i = G_i / n_i,
     S = Σ_i g_i (C x C),      sq = Σ_i ‖g_i‖²_F.
 
-:func:`diversity_sums_forward` returns (S, sq, norms); :func:`diversity_sums_backward` returns
-the vector-Jacobian product of (S, sq) with respect to feats for cotangents (Γ, γ). Writing
-A = Γ + Γᵀ, the gradient of sample i is
+:func:`diversity_sums_forward` returns (S, sq, norms, grams); :func:`diversity_sums_backward`
+returns the vector-Jacobian product of (S, sq) with respect to feats for cotangents (Γ, γ).
+Writing A = Γ + Γᵀ, the gradient of sample i is
 
     ∂/∂F_i = W_i F_i,   W_i = (A - κ_i g_i) / n_i,
     κ_i = <A, G_i> / n_i       (= 2<Γ, g_i>; norms_i >= eps: the γ terms cancel as ‖g_i‖ = 1)
     κ_i = -4γ                  (norms_i < eps: the clamped norm is a constant).
 
-Passes (tiles of the C x C Gram are BLOCK x BLOCK; only the nt(nt+1)/2 tiles of the upper
-triangle are computed, nt = ceil(C / BLOCK), since G_i, S and W_i are symmetric):
+Each Gram is computed once. The forward stores every G_i (float32, C x C) in a scratch buffer
+and returns it as ``grams`` when the whole batch fits MAX_SCRATCH_BYTES; the backward then reads
+the Grams instead of recomputing them (autograd keeps them from the forward). Larger batches
+run in chunks of the batch, and their backward recomputes each chunk's Grams.
 
-forward
-  1. ``_gram_sqnorm_partials_kernel``   one program per (sample, upper tile): ‖tile‖² partials.
-  2. ``_norms_and_sq_kernel``           one program: norms (fixed-order sum of the partials), sq.
-  3. ``_normalised_gram_sum_kernel``    one program per (upper tile, split of the batch):
-                                        Σ_i G_i/n_i over the split (G recomputed, not stored).
-  4. ``common.sum_rows``                S = Σ_split in split order (skipped with one split).
-backward (over chunks of the batch, so the scratch stays under MAX_SCRATCH_BYTES)
-  1. ``_gram_cotangent_kernel``         one program per (sample, upper tile): G tile to scratch,
-                                        <A, tile> partials.
-  2. ``_sample_coefficients_kernel``    per-sample κ_i and the scales of W_i.
-  3. ``_form_w_kernel``                 W_i (scaled) from G_i and A, in float32, written over
-                                        G_i in the scratch as a full C x C matrix.
-  4. ``_apply_w_kernel``                grad F_i = W_i F_i, one program per (sample, row block,
-                                        column block); W tiles rounded to the operand dtype as
-                                        they are loaded.
+Passes (tiles of the C x C Gram are BLOCK x BLOCK; only the nt(nt+1)/2 tiles of the upper
+triangle are computed, nt = ceil(C / BLOCK), since G_i and W_i are symmetric):
+
+forward, per chunk of the batch
+  1. ``_gram_tiles_kernel``          one program per (sample, upper tile): the tile and its mirror
+                                     into the Gram scratch, its ‖tile‖² partial.
+  2. ``_norms_and_sq_kernel``        one program: norms (fixed-order sum of the partials), sq.
+  3. ``_normalised_sum_kernel``      one program per (block of C² entries, split of the chunk):
+                                     Σ_i G_i / n_i over the split, read from the scratch.
+  then ``common.sum_rows``           S = Σ over every split of every chunk, in order (and sq
+                                     over the chunks); skipped where there is one.
+backward, per chunk of the batch (the whole batch when the forward's Grams are given)
+  1. ``_gram_tiles_kernel``          (only without the forward's Grams) the chunk's Grams.
+  2. ``_cotangent_partials_kernel``  one program per (sample, upper tile): <A, G_i> partials.
+  3. ``_sample_coefficients_kernel`` per-sample κ_i and the scales of W_i.
+  4. ``_form_w_kernel``              W_i (scaled) from G_i and A in float32, rounded once to
+                                     feats' dtype into the W buffer, its mirror too.
+  5. ``_apply_w_kernel``             grad F_i = W_i F_i, one program per (sample, row block,
+                                     column block).
 
 Numerics: every product runs in tl.dot with float32 accumulation; 16-bit inputs are read as they
 are. float32 dots follow torch.get_float32_matmul_precision() ("highest" -> IEEE, else tf32). W_i
 is formed in float32 (so A - κ_i g_i cancels without 16-bit rounding), divided by a per-sample
-σ_i >= max|W_i n_i| so that it fits float16's range, and stored in float32; for 16-bit inputs
-the apply pass rounds each W tile to the operand dtype as it loads it, so its dot runs on 16-bit
-operands (tensor cores), and the scale σ_i / n_i is applied to the float32 accumulator. No
-atomics: every sum has a fixed order, so two calls give bitwise-equal results. No host
-synchronisation: all per-sample scalars stay on the device. Memory: forward O(B·T + SPLITS·C²);
-backward O(chunk·C²): one float32 (chunk, C, C) scratch for every input dtype, holding G_i and
-then W_i in place, with 4·chunk·C² <= MAX_SCRATCH_BYTES (see backward_chunk).
+σ_i >= max|W_i n_i| so that it fits float16's range, and rounded once to feats' dtype: the
+apply pass multiplies 16-bit operands (tensor cores) and applies the scale σ_i / n_i to the
+float32 accumulator. No atomics: every sum has a fixed order, so two calls give bitwise-equal
+results, and a backward that recomputes the Grams gets the bits the forward stored. No host
+synchronisation: all per-sample scalars stay on the device.
+
+Memory: forward one float32 (chunk, C, C) Gram scratch, 4·chunk·C² <= MAX_SCRATCH_BYTES (see
+batch_chunk), kept for the backward when chunk = B; backward the W buffer, chunk·C² elements
+of feats' dtype, and without the forward's Grams a float32 Gram scratch of the chunk.
+
+Launch arithmetic at B = 1024, C = 512, P = 784 in bfloat16 (BLOCK = 128, nt = 4; PREDICTIONS
+for an H200, not measured: R is the matmul rate torch.matmul reaches there, the harness's
+"measured" ceiling, ~650 TFLOP/s assumed; HBM at ~3.7 TB/s, 85% of copy): tensor-core work
+263 GFLOP of Grams (C²·P·(1 + 1/nt) per sample) and 421 GFLOP of W·F (the useful 2·C²·P),
+684/R ≈ 1.05 ms; bandwidth-bound passes ≈ 0.79 ms (the Grams written, 1.07 GB, overlapped with
+their products; read back for S, 1.07 GB; the upper tiles read for <A, G>, 0.67 GB, and for W,
+with W written in bfloat16, 1.17 GB). fwd+bwd ≈ 1.8 ms for the 842 GFLOP of useful work,
+~70% of R. The former layout (Grams computed twice in the forward and again in the backward,
+W round-tripped through float32) did 1210 GFLOP of products and moved ~3.5 GB: ≈ 2.8 ms, ~46%.
+Registers and shared memory (ptxas, sm_90a, Triton 3.9 and 3.6): the Gram kernel 124-126
+registers and 64 KiB, the apply kernel 106 registers and 96 KiB, both two programs per SM.
 """
 from __future__ import annotations
 
@@ -54,15 +74,19 @@ import triton.language as tl
 from ..backend import interpreter_enabled
 from ._common import Launch, on_input_device, resident_grid, sum_rows
 
-# Scratch budget of the backward: one float32 (chunk, C, C) buffer, G_i of a chunk of samples
-# and then W_i in place (4·C² bytes per sample, whatever the input dtype). 1 GiB holds the whole
-# of a B=1024, C=512 batch; larger batches run in chunks of the batch.
+# Budget of the float32 (chunk, C, C) Gram scratch, 4·C² bytes per sample whatever the input
+# dtype. 1 GiB holds a whole B=1024, C=512 batch; larger batches run in chunks of the batch.
 MAX_SCRATCH_BYTES = 1 << 30
-# Resident programs per SM of the forward's pass 3 at 128 x 128 tiles, 8 warps (ptxas, sm_90a):
-# 16-bit 123-126 registers and 64 KiB of shared memory, two per SM; float32 166-232 registers,
-# one. And its grid in the interpreter (enough batch splits to cover the split sums).
-_NORMSUM_PROGRAMS_PER_SM = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 1}
-_INTERPRETER_PROGRAMS = 264
+# Resident programs per SM of the normalised sum (4 warps; PREDICTION from its registers, a
+# few dozen per thread): 4 x 16 KiB of loads in flight per SM. And its grid in the interpreter.
+_SUM_PROGRAMS_PER_SM = 4
+_INTERPRETER_PROGRAMS = 4
+# Entries of the C x C Gram a program of the normalised sum covers, and samples per load:
+# 4 x 1024 float32 = 16 KiB per step.
+_SUM_BLOCK = 1024
+_SUM_STEP = 4
+# Elements of a tile the cotangent partials load per step (per operand, G and A).
+_PARTIAL_ELEMENTS = 2048
 _SIGMA_FLOOR = 1e-30  # keeps σ_i > 0 when A = 0 and κ_i = 0 (W_i = 0 then)
 # Largest tile edge (C of the Gram tiles, C and P of the W·F tiles). Tests lower it to cover
 # several tiles on small, interpreter-sized inputs.
@@ -160,35 +184,40 @@ def _gram_tile(acc, f_ptr, rows_m, rows_n, C, P, stride_c, stride_p,
 
 
 # --------------------------------------------------------------------------------------------
-# Forward.
+# Forward (its first pass also recomputes a chunk's Grams in the backward).
 # --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _gram_sqnorm_partials_kernel(f_ptr, part_ptr, C, P, stride_b, stride_c, stride_p, NT, T,
-                                 BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
-                                 PRECISION: tl.constexpr):
-    """Forward pass 1: squared-Frobenius partials of each sample's Gram, per upper tile.
+def _gram_tiles_kernel(f_ptr, g_ptr, part_ptr, C, P, stride_b, stride_c, stride_p, NT, T,
+                       BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """Each sample's Gram into the scratch, with the squared-Frobenius partials.
 
-    Grid (B·T,): program b·T + t computes tile t (row-major over the upper triangle of the
-    NT x NT tile grid, T = NT(NT+1)/2) of G_b = F_b F_bᵀ and writes w·‖tile‖², w = 2 off the
-    diagonal (the mirrored tile) and 1 on it, so Σ_t part[b, t] = ‖G_b‖²_F.
+    Grid (Bc·T,): program b·T + t computes tile t (row-major over the upper triangle of the
+    NT x NT tile grid, T = NT(NT+1)/2) of G_b = F_b F_bᵀ, stores it and its mirror into g[b]
+    (so g[b] holds the whole symmetric Gram), and writes w·‖tile‖² to part[b, t], w = 2 off
+    the diagonal (the mirrored tile) and 1 on it, so Σ_t part[b, t] = ‖G_b‖²_F.
 
-    Buffers: f (B, C, P) any strides, float32/float16/bfloat16; part (B, T) float32.
-    Cost: FLOPs 2·B·T·BLOCK²·P ≈ B·C²·P·(1 + 1/NT) (half the full Gram pass, by symmetry);
-    bytes read 2·B·T·BLOCK·P·elt (L2; HBM at least B·C·P·elt), written 4·B·T.
+    Buffers: f (Bc, C, P) any strides, float32/float16/bfloat16; g (Bc, C, C) float32
+    contiguous (every entry written); part (Bc, T) float32.
+    Cost: FLOPs 2·Bc·T·BLOCK²·P ≈ Bc·C²·P·(1 + 1/NT) (half the full Gram, by symmetry); bytes
+    read 2·Bc·T·BLOCK·P·elt (L2; HBM at least Bc·C·P·elt), written 4·Bc·C² + 4·Bc·T.
     """
     pid = tl.program_id(0)
     b, tm, tn, rows_m, rows_n = _sample_upper_tile(pid, NT, T, BLOCK)
     g = _gram_tile(tl.zeros((BLOCK, BLOCK), dtype=tl.float32), f_ptr + b.to(tl.int64) * stride_b,
                    rows_m, rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
-    weight = tl.where(tm == tn, 1.0, 2.0)
-    tl.store(part_ptr + pid, weight * tl.sum(g * g))
+    tl.store(part_ptr + pid, tl.where(tm == tn, 1.0, 2.0) * tl.sum(g * g))
+    in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
+    base = g_ptr + b.to(tl.int64) * C * C
+    tl.store(base + rows_m[:, None] * C + rows_n[None, :], g, mask=in_tile)
+    tl.store(base + rows_n[None, :] * C + rows_m[:, None], g,
+             mask=in_tile & _off_diagonal(rows_m, rows_n, BLOCK))
 
 
 @triton.jit
 def _norms_and_sq_kernel(part_ptr, norms_ptr, sq_ptr, B, T, eps,
                          BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr):
-    """Forward pass 2: norms_b = sqrt(Σ_t part[b, t]) and sq = Σ_b (norms_b / max(norms_b, eps))².
+    """norms_b = sqrt(Σ_t part[b, t]) and sq = Σ_b (norms_b / max(norms_b, eps))².
 
     Grid (1,): one program walks the batch in blocks of BLOCK_B, summing in a fixed order.
     Buffers: part (B, T) float32; norms (B,) float32; sq () float32.
@@ -206,46 +235,33 @@ def _norms_and_sq_kernel(part_ptr, norms_ptr, sq_ptr, B, T, eps,
 
 
 @triton.jit
-def _normalised_gram_sum_kernel(f_ptr, norms_ptr, spart_ptr, B, C, P, stride_b, stride_c,
-                                stride_p, NT, SAMPLES_PER_SPLIT, eps,
-                                BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
-                                PRECISION: tl.constexpr):
-    """Forward pass 3: per split of the batch, Σ_b G_b / max(norms_b, eps) on one upper tile.
+def _normalised_sum_kernel(g_ptr, norms_ptr, spart_ptr, B, CC, SAMPLES_PER_SPLIT, eps,
+                           BLOCK_E: tl.constexpr, STEP: tl.constexpr):
+    """Per split of the batch, Σ_b G_b / max(norms_b, eps) on one block of the C² entries.
 
-    Grid (T, SPLITS): program (t, s) recomputes tile t of G_b for the samples b of split s
-    (SAMPLES_PER_SPLIT consecutive samples) in sample order and writes the sum of G_b / n_b
-    and its mirror into spart[s]. Together the programs are one C x (B·P) x C matrix product
-    split over the batch. One float32 accumulator holds n_b · Σ_{j<=b} G_j / n_j: before
-    sample b it is rescaled by n_b / n_{b-1}, and tl.dot adds G_b to it directly (a second
-    accumulator for the scaled sum would double the registers and spill). Each rescale costs
-    one rounding, like the addition it replaces; the value stays within [eps, max n_b] times
-    the partial sum, so it neither overflows nor underflows where G_b does not.
+    Grid (cdiv(CC, BLOCK_E), SPLITS): program (e, s) walks the samples of split s
+    (SAMPLES_PER_SPLIT consecutive ones; the last split may be short or empty) STEP at a
+    time, in order, and writes its sum of entries [e·BLOCK_E, (e+1)·BLOCK_E) to spart[s].
+    Bandwidth-bound: each step loads a (STEP, BLOCK_E) block of the Grams.
 
-    Buffers: f (B, C, P) any strides; norms (B,) float32; spart (SPLITS, C, C) float32 (every
-    entry written).
-    Cost: FLOPs ≈ B·C²·P·(1 + 1/NT); bytes read 2·B·T·BLOCK·P·elt (L2; HBM at least
-    B·C·P·elt), written 4·SPLITS·C².
+    Buffers: g (B, CC) float32 contiguous (the Grams, CC = C²); norms (B,) float32; spart
+    (SPLITS, CC) float32 (every entry written).
+    Cost: bytes read 4·B·CC, written 4·SPLITS·CC; 2·B·CC FLOPs.
     """
-    t = tl.program_id(0)
+    es = tl.program_id(0) * BLOCK_E + tl.arange(0, BLOCK_E)
     split = tl.program_id(1)
-    tm, tn = _upper_tile_coords(t, NT)
-    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
-    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
+    in_e = (es < CC)[None, :]
     start = split * SAMPLES_PER_SPLIT
     end = tl.minimum(start + SAMPLES_PER_SPLIT, B)
-    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
-    n_prev = tl.full((), 1.0, tl.float32)
-    for b in range(start, end):
-        n_b = tl.maximum(tl.load(norms_ptr + b), eps)
-        acc = _gram_tile(acc * (n_b / n_prev), f_ptr + tl.cast(b, tl.int64) * stride_b, rows_m,
-                         rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
-        n_prev = n_b
-    total = acc * (1.0 / n_prev)
-    in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
-    base = spart_ptr + split.to(tl.int64) * C * C
-    tl.store(base + rows_m[:, None] * C + rows_n[None, :], total, mask=in_tile)
-    tl.store(base + rows_n[None, :] * C + rows_m[:, None], total,
-             mask=in_tile & _off_diagonal(rows_m, rows_n, BLOCK))
+    acc = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    for b0 in range(start, end, STEP):
+        bs = b0 + tl.arange(0, STEP)
+        in_b = bs < end
+        inv = 1.0 / tl.maximum(tl.load(norms_ptr + bs, mask=in_b, other=1.0), eps)
+        g = tl.load(g_ptr + bs.to(tl.int64)[:, None] * CC + es[None, :],
+                    mask=in_b[:, None] & in_e, other=0.0)
+        acc += tl.sum(g * inv[:, None], axis=0)
+    tl.store(spart_ptr + split.to(tl.int64) * CC + es, acc, mask=es < CC)
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,37 +269,40 @@ def _normalised_gram_sum_kernel(f_ptr, norms_ptr, spart_ptr, B, C, P, stride_b, 
 # --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _gram_cotangent_kernel(f_ptr, a_ptr, g_ptr, part_ptr, C, P, stride_b, stride_c, stride_p,
-                           NT, T, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
-                           PRECISION: tl.constexpr):
-    """Backward pass 1: G tiles to scratch and the partials of <A, G_b>.
+def _cotangent_partials_kernel(g_ptr, a_ptr, part_ptr, C, NT, T,
+                               BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    """Partials of <A, G_b>, read from the stored Grams.
 
-    Grid (Bc·T,): program b·T + t computes upper tile t of G_b = F_b F_bᵀ, stores it into
-    g[b] at its place (the lower tiles of g are left unwritten), and writes w·<A tile, G tile>
-    (w = 2 off the diagonal, 1 on it) to part[b, t], so Σ_t part[b, t] = <A, G_b> (A symmetric).
+    Grid (Bc·T,): program b·T + t reads upper tile t of G_b and of A, ROWS rows at a time,
+    and writes w·<A tile, G tile> (w = 2 off the diagonal, 1 on it) to part[b, t], so
+    Σ_t part[b, t] = <A, G_b> (A and G_b symmetric).
 
-    Buffers: f (Bc, C, P) any strides; a (C, C) float32 contiguous, symmetric; g (Bc, C, C)
-    float32 contiguous; part (Bc, T) float32.
-    Cost: FLOPs ≈ Bc·C²·P·(1 + 1/NT); bytes read 2·Bc·T·BLOCK·P·elt + 4·Bc·T·BLOCK² (A, from
-    L2), written ≈ 2·Bc·C²·(1 + 1/NT) (G's upper triangle, float32).
+    Buffers: g (Bc, C, C) float32 contiguous; a (C, C) float32 contiguous, symmetric;
+    part (Bc, T) float32.
+    Cost: bytes read 4·Bc·T·BLOCK² ≈ 2·Bc·C²·(1 + 1/NT) of G (HBM) and as much of A (L2);
+    2·Bc·T·BLOCK² FLOPs.
     """
     pid = tl.program_id(0)
-    b, tm, tn, rows_m, rows_n = _sample_upper_tile(pid, NT, T, BLOCK)
-    g = _gram_tile(tl.zeros((BLOCK, BLOCK), dtype=tl.float32), f_ptr + b.to(tl.int64) * stride_b,
-                   rows_m, rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
-    in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
-    offs = rows_m[:, None] * C + rows_n[None, :]
-    a = tl.load(a_ptr + offs, mask=in_tile, other=0.0)
-    weight = tl.where(tm == tn, 1.0, 2.0)
-    tl.store(part_ptr + pid, weight * tl.sum(a * g))
-    tl.store(g_ptr + b.to(tl.int64) * C * C + offs, g, mask=in_tile)
+    b = pid // T
+    tm, tn = _upper_tile_coords(pid % T, NT)
+    cols = tn * BLOCK + tl.arange(0, BLOCK)
+    in_cols = (cols < C)[None, :]
+    base = g_ptr + b.to(tl.int64) * C * C
+    acc = tl.zeros((ROWS, BLOCK), dtype=tl.float32)
+    for r in range(0, BLOCK, ROWS):
+        rows = tm * BLOCK + r + tl.arange(0, ROWS)
+        offs = rows[:, None] * C + cols[None, :]
+        mask = (rows < C)[:, None] & in_cols
+        acc += tl.load(a_ptr + offs, mask=mask, other=0.0) * tl.load(base + offs, mask=mask,
+                                                                     other=0.0)
+    tl.store(part_ptr + pid, tl.where(tm == tn, 1.0, 2.0) * tl.sum(acc))
 
 
 @triton.jit
 def _sample_coefficients_kernel(part_ptr, norms_ptr, amax_ptr, grad_sq_ptr, coef_ptr, B, T,
                                 COEF_STRIDE, eps, sigma_floor,
                                 BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr):
-    """Backward pass 2: the per-sample scalars of W_b = (A - κ_b g_b) / n_b.
+    """The per-sample scalars of W_b = (A - κ_b g_b) / n_b.
 
     With n = max(norms_b, eps), κ = Σ_t part[b, t] / n if norms_b >= eps else -4·grad_sq, and
     σ = max(max|A| + |κ|, sigma_floor) (a bound on |A - κ g_b| entrywise, since |g_b| <= 1):
@@ -307,19 +326,21 @@ def _sample_coefficients_kernel(part_ptr, norms_ptr, amax_ptr, grad_sq_ptr, coef
     tl.store(coef_ptr + 2 * COEF_STRIDE + bs, sigma / n, mask=in_b)
 
 
+
+
 @triton.jit
-def _form_w_kernel(g_ptr, a_ptr, coef_ptr, C, NT, T, COEF_STRIDE, BLOCK: tl.constexpr):
-    """Backward pass 3: the scaled W_b = coef[0, b]·A - coef[1, b]·G_b, in float32, over G_b.
+def _form_w_kernel(g_ptr, a_ptr, coef_ptr, w_ptr, C, NT, T, COEF_STRIDE, BLOCK: tl.constexpr):
+    """The scaled W_b = coef[0, b]·A - coef[1, b]·G_b, formed in float32, stored in w's dtype.
 
-    Grid (Bc·T,): program b·T + t reads upper tile t of G_b (as written by pass 1) and of A,
-    forms the tile in float32 and stores it and its mirror into g[b], which then holds the full
-    symmetric C x C matrix W_b, for every input dtype (the apply pass rounds W to 16 bits as it
-    loads it). In place is safe: a program reads its tile before writing it, the upper tiles
-    are disjoint, and the mirrored lower tiles of g are never read.
+    Grid (Bc·T,): program b·T + t reads upper tile t of G_b and of A, forms the tile in float32
+    and stores it, rounded once to w's dtype (feats' dtype), and its mirror into w[b], which
+    then holds the whole symmetric C x C matrix W_b. The Grams are only read: they may be the
+    forward's, which autograd keeps.
 
-    Buffers: g (Bc, C, C) float32 contiguous (in: upper tiles of G valid; out: W); a (C, C)
-    float32; coef (3, COEF_STRIDE) float32.
-    Cost: bytes read ≈ 2·Bc·C²·(1 + 1/NT) (G) + A from L2, written 4·Bc·C²; ≈ 3·Bc·C²/2 FLOPs.
+    Buffers: g (Bc, C, C) float32 contiguous; a (C, C) float32; coef (3, COEF_STRIDE) float32;
+    w (Bc, C, C) contiguous, feats' dtype.
+    Cost: bytes read ≈ 2·Bc·C²·(1 + 1/NT) of G (HBM) and of A (L2), written Bc·C²·elt;
+    ≈ 3·Bc·C²/2 FLOPs.
     """
     pid = tl.program_id(0)
     b, tm, tn, rows_m, rows_n = _sample_upper_tile(pid, NT, T, BLOCK)
@@ -329,8 +350,9 @@ def _form_w_kernel(g_ptr, a_ptr, coef_ptr, C, NT, T, COEF_STRIDE, BLOCK: tl.cons
     g = tl.load(g_ptr + base + offs, mask=in_tile, other=0.0)
     a = tl.load(a_ptr + offs, mask=in_tile, other=0.0)
     w = tl.load(coef_ptr + b) * a - tl.load(coef_ptr + COEF_STRIDE + b) * g
-    tl.store(g_ptr + base + offs, w, mask=in_tile)
-    tl.store(g_ptr + base + rows_n[None, :] * C + rows_m[:, None], w,
+    w = w.to(w_ptr.dtype.element_ty)
+    tl.store(w_ptr + base + offs, w, mask=in_tile)
+    tl.store(w_ptr + base + rows_n[None, :] * C + rows_m[:, None], w,
              mask=in_tile & _off_diagonal(rows_m, rows_n, BLOCK))
 
 
@@ -338,17 +360,17 @@ def _form_w_kernel(g_ptr, a_ptr, coef_ptr, C, NT, T, COEF_STRIDE, BLOCK: tl.cons
 def _apply_w_kernel(w_ptr, f_ptr, coef_ptr, out_ptr, C, P, stride_b, stride_c, stride_p,
                     NM, NP, COEF_STRIDE, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """Backward pass 4: out_b = coef[2, b] · (w_b F_b), the gradient of sample b.
+    """out_b = coef[2, b] · (w_b F_b), the gradient of sample b.
 
     Grid (Bc·NM·NP,), NM = cdiv(C, BLOCK_M), NP = cdiv(P, BLOCK_N): program (b, m, p), p
     fastest, so programs sharing a row block of w_b and F_b run side by side (L2 reuse).
-    Each W tile is loaded in float32 and converted to F's dtype before tl.dot, so 16-bit inputs
-    multiply 16-bit operands (the rounding of W the 16-bit dot needs) with float32 accumulation.
+    w holds W_b in F's dtype (16-bit operands for 16-bit inputs), accumulated in float32.
 
-    Buffers: w (Bc, C, C) float32 contiguous (the scratch of pass 3); f (Bc, C, P) any strides;
-    coef (3, COEF_STRIDE) float32; out (Bc, C, P) contiguous, F's dtype.
-    Cost: FLOPs 2·Bc·C²·P; bytes read 4·Bc·C²·NP + Bc·C·P·elt·NM (L2; HBM at least
-    4·Bc·C² + Bc·C·P·elt), written Bc·C·P·elt.
+    Buffers: w (Bc, C, C) contiguous, F's dtype (from _form_w_kernel); f (Bc, C, P) any
+    strides; coef (3, COEF_STRIDE) float32; out (Bc, C, P) contiguous, F's dtype.
+    Cost: FLOPs 2·Bc·C²·P; bytes read Bc·C²·elt·NP + Bc·C·P·elt·NM (L2; HBM at least
+    Bc·C²·elt + Bc·C·P·elt), written Bc·C·P·elt. Per L2 byte 2·BLOCK_M·BLOCK_N /
+    ((BLOCK_M + BLOCK_N)·elt) FLOPs: 64 at 128 x 128 in 16 bits (it was 43 with float32 W).
     """
     pid = tl.program_id(0)
     b = pid // (NM * NP)
@@ -364,7 +386,6 @@ def _apply_w_kernel(w_ptr, f_ptr, coef_ptr, out_ptr, C, P, stride_b, stride_c, s
     for k in range(0, C, BLOCK_K):
         in_k = (k + ks) < C
         w = tl.load(w_base + (k + ks)[None, :], mask=in_rows & in_k[None, :], other=0.0)
-        w = w.to(f_ptr.dtype.element_ty)  # float32 scratch -> operand dtype (no-op for float32)
         f = tl.load(f_base + (k + ks).to(tl.int64)[:, None] * stride_c,
                     mask=in_k[:, None] & in_cols, other=0.0)
         acc = _dot(w, f, acc, PRECISION)
@@ -427,11 +448,14 @@ def gram_config(C: int, P: int, dtype: torch.dtype, strides, precision: str) -> 
     BLOCK_K is the widest step that pads P by at most 3% (_least_padding: 32 at P = 784, not
     64, which pads to 832: 6% more MMA work; PREDICTION). strides: feats' strides. IEEE
     float32 dots (no tensor cores: the products are FMAs whose operands sit in registers) and
-    float32 rows that are not 16-aligned take at most 16: at 32 the normalised-sum kernel spills on sm_90a (IEEE: 255 registers, 36 bytes of spill stores).
+    float32 rows that are not 16-aligned take at most 16: at 32 the Gram kernels spilled on
+    sm_90a (IEEE: 255 registers, 36 bytes of spill stores).
     Unaligned feats or C (see _aligned: element-wise addresses, one register each) get 64 x 64
     tiles, 32 x 32 with IEEE dots: larger, the Gram and form-W kernels spill (IEEE float32
     P=49 at 128: 255 registers and 24-44 bytes, at 64: 28 bytes on sm_90a, 4 on sm_80;
-    bfloat16 channels-last C=200 at 128: 72 bytes). Tiles of 128 take 8 warps, others 4.
+    bfloat16 channels-last C=200 at 128: 72 bytes). Tiles of 128 and unaligned tiles take 8
+    warps, others 4 (with its mirrored store, the tf32 Gram kernel on unaligned 64 x 64 tiles
+    spills 8 bytes on sm_80 at 4 warps).
     """
     aligned = _aligned(C, strides)
     ieee = precision == "ieee"
@@ -439,28 +463,28 @@ def gram_config(C: int, P: int, dtype: torch.dtype, strides, precision: str) -> 
     k_block = 16 if dtype == torch.float32 and (ieee or not aligned) else _k_block(dtype)
     block_k = _least_padding(P, 16, min(MAX_BLOCK, k_block))
     return Launch((), dict(BLOCK=block, BLOCK_K=block_k, PRECISION=precision),
-                  num_warps=8 if block >= 128 else 4, num_stages=3)
+                  num_warps=8 if block >= 128 or not aligned else 4, num_stages=3)
 
 
-def apply_config(C: int, P: int, strides, precision: str) -> Launch:
+
+
+def apply_config(C: int, P: int, dtype: torch.dtype, strides, precision: str) -> Launch:
     """Tiles of the W F product (grid set by the launcher): BLOCK_M rows of C, BLOCK_N columns
     of P, BLOCK_K of C, the dot's PRECISION.
 
-    The same for every feats dtype: the W scratch is float32, so BLOCK_K is the float32 K tile
-    (128 bytes of each W row per step) for 16-bit inputs too. With bfloat16 F at C=512 on
-    sm_90, BLOCK_K = 64 would take 112 KiB of shared memory and 136 registers (one 256-thread
-    program per SM instead of two); 32 takes 56 KiB and 116 registers. BLOCK_N keeps P's
-    padding (784 to 896 at 128): at 64 it would be 832, but every program re-reads its
-    BLOCK_M x C rows of W from L2, so halving BLOCK_N doubles that traffic (PREDICTION: at
-    128 already ~44 FLOP per L2 byte, near the L2-bound side). Unaligned feats or C
-    (see _aligned) get 64 x 64 output tiles: at 128 the IEEE float32 channels-last product
-    spills (255 registers, 24 bytes); IEEE dots take 8 warps as in gram_config (at 4 the
-    channels-last product spills 12 bytes on sm_80).
+    W is in feats' dtype, so BLOCK_K is the dtype's K tile (128 bytes of each row per step).
+    BLOCK_N keeps P's padding (784 to 896 at 128): at 64 it would be 832, but every program
+    re-reads its BLOCK_M x C rows of W from L2, so halving BLOCK_N doubles that traffic
+    (PREDICTION: at 128 x 128, 64 FLOP per L2 byte in 16 bits). Unaligned feats or C (see
+    _aligned) get 64 x 64 output tiles and BLOCK_K 32: at 128 the IEEE float32 channels-last
+    product spills (255 registers, 24 bytes), and the bfloat16 one takes 255 registers at
+    BLOCK_K 64; IEEE dots take 8 warps as in gram_config (at 4 the channels-last product
+    spills 12 bytes on sm_80).
     """
     top = MAX_BLOCK if _aligned(C, strides) else min(MAX_BLOCK, 64)
     block_m = _pow2_clamp(C, 16, top)
     block_n = _pow2_clamp(P, 16, top)
-    block_k = _pow2_clamp(C, 16, min(top, _k_block(torch.float32)))
+    block_k = _pow2_clamp(C, 16, min(top, _k_block(dtype) if top == MAX_BLOCK else 32))
     return Launch((), dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                            PRECISION=precision),
                   num_warps=8 if block_m * block_n >= 128 * 128 or precision == "ieee" else 4,
@@ -479,27 +503,31 @@ def _tile_counts(C: int, block: int) -> Tuple[int, int]:
     return nt, nt * (nt + 1) // 2
 
 
-def _batch_splits(B: int, tiles: int, feats: torch.Tensor) -> Tuple[int, int]:
-    """(samples per split, number of splits) of the forward's pass 3: as many splits as fill
-    one wave of resident programs (common.resident_grid, _NORMSUM_PROGRAMS_PER_SM) with
-    `tiles` programs each, so the grid has no partial tail wave. No split is empty.
-
-    PREDICTION (H200, 132 SMs, C = 512: 10 upper tiles): bfloat16 26 splits, 260 programs in
-    one wave of 264 slots; float32 13 splits, 130 programs in one wave of 132; at B = 256 to
-    1024 alike. Before: 260-270 programs on one slot per SM, 2-3 waves (at B = 1024,
-    270 = 132 + 132 + 6: a third wave with 6 busy SMs, 68% of the slots used).
+def _sum_splits(samples: int, C: int, device: torch.device) -> Tuple[Launch, int]:
+    """(launch, splits) of the normalised sum over a chunk of `samples`: the grid is the
+    C² entries in blocks of _SUM_BLOCK times as many batch splits as fill one wave of
+    resident programs (common.resident_grid, _SUM_PROGRAMS_PER_SM); every chunk of a batch
+    takes the same number of splits (a short last chunk may leave some empty: they write
+    zeros). PREDICTION (H200, 132 SMs, C = 512: 256 entry blocks): 2 splits, 512 programs of
+    the 528 resident slots, each reading half a chunk's Grams for its block.
     """
-    per_sm = _NORMSUM_PROGRAMS_PER_SM[feats.dtype]
-    programs = resident_grid(feats.device, per_sm, _INTERPRETER_PROGRAMS, B * tiles)
-    per = triton.cdiv(B, max(1, programs // tiles))
-    return per, triton.cdiv(B, per)
+    blocks = triton.cdiv(C * C, _SUM_BLOCK)
+    programs = resident_grid(device, _SUM_PROGRAMS_PER_SM, _INTERPRETER_PROGRAMS,
+                             samples * blocks)
+    splits = max(1, min(samples, programs // blocks))
+    return Launch((blocks, splits), dict(BLOCK_E=_SUM_BLOCK, STEP=_SUM_STEP), num_warps=4), splits
 
 
-def backward_chunk(B: int, C: int) -> int:
-    """Samples per backward chunk (at least one): the chunk's float32 scratch, 4·C² bytes per
-    sample (G_i, then W_i in place, for every input dtype), fits MAX_SCRATCH_BYTES."""
-    per_sample = 4 * C * C
-    return max(1, min(B, MAX_SCRATCH_BYTES // max(per_sample, 1)))
+def batch_chunk(B: int, C: int) -> int:
+    """Samples per chunk of the batch (at least one): the chunk's float32 Gram scratch,
+    4·C² bytes per sample for every input dtype, fits MAX_SCRATCH_BYTES."""
+    return max(1, min(B, MAX_SCRATCH_BYTES // max(4 * C * C, 1)))
+
+
+def keeps_grams(B: int, C: int) -> bool:
+    """Whether diversity_sums_forward returns every Gram (the whole batch in one chunk) for the
+    backward to reuse, rather than an empty (0, C, C) tensor."""
+    return batch_chunk(B, C) >= B
 
 
 def _check_feats(feats: torch.Tensor) -> None:
@@ -515,52 +543,71 @@ def _check_feats(feats: torch.Tensor) -> None:
 
 @on_input_device
 def diversity_sums_forward(feats: torch.Tensor, eps: float
-                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(S, sq, norms) of a (B, C, P) batch; see the module docstring. All float32, contiguous.
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(S, sq, norms, grams) of a (B, C, P) batch; see the module docstring. All float32,
+    contiguous; grams is (B, C, C), every G_i, when keeps_grams(B, C), else (0, C, C).
 
     ``eps`` is the floor on ‖G_i‖_F (the caller's, so kernel and reference share one value).
 
     Matches :func:`fastobj.functional.diversity_sums_ref`. feats may have any strides.
-    Cost: two symmetric Gram passes, ≈ 2·B·C²·P·(1 + 1/nt) FLOPs, HBM traffic ≈ 2·B·C·P·elt.
+    Cost: one symmetric Gram pass, ≈ B·C²·P·(1 + 1/nt) FLOPs; HBM traffic
+    ≈ B·C·P·elt + 8·B·C² (the Grams written and read back once).
     """
     _check_feats(feats)
     B, C, P = feats.shape
     f32 = dict(dtype=torch.float32, device=feats.device)
     if B == 0 or C == 0:
-        return torch.zeros((C, C), **f32), torch.zeros((), **f32), torch.zeros((B,), **f32)
+        return (torch.zeros((C, C), **f32), torch.zeros((), **f32), torch.zeros((B,), **f32),
+                torch.zeros((B, C, C), **f32))
     gram = gram_config(C, P, feats.dtype, feats.stride(), _dot_precision(feats))
     nt, tiles = _tile_counts(C, gram.constexprs["BLOCK"])
-    strides = feats.stride()
+    partials = _partials_launch(tiles).on((1,))
+    chunk = batch_chunk(B, C)
+    chunks = triton.cdiv(B, chunk)
+    normalised_sum, splits = _sum_splits(chunk, C, feats.device)
 
-    part = torch.empty((B, tiles), **f32)
-    gram.on((B * tiles,))(_gram_sqnorm_partials_kernel, feats, part, C, P, *strides, nt, tiles)
+    grams = torch.empty((chunk, C, C), **f32)
+    part = torch.empty((chunk, tiles), **f32)
     norms = torch.empty((B,), **f32)
-    sq = torch.empty((), **f32)
-    _partials_launch(tiles).on((1,))(_norms_and_sq_kernel, part, norms, sq, B, tiles, eps)
-
-    per, splits = _batch_splits(B, tiles, feats)
     sums = torch.empty((C, C), **f32)
-    spart = sums if splits == 1 else torch.empty((splits, C, C), **f32)  # one split: S itself
-    gram.on((tiles, splits))(_normalised_gram_sum_kernel, feats, norms, spart, B, C, P,
-                             *strides, nt, per, eps)
-    if splits > 1:
-        sum_rows(spart.view(1, splits, C * C), sums)
-    return sums, sq, norms
+    sq = torch.empty((), **f32)
+    sq_part = sq.view(1) if chunks == 1 else torch.empty((chunks,), **f32)
+    spart = sums if chunks * splits == 1 else torch.empty((chunks * splits, C, C), **f32)
+    for k, b0 in enumerate(range(0, B, chunk)):
+        n = min(chunk, B - b0)
+        f = feats[b0:b0 + n]
+        gram.on((n * tiles,))(_gram_tiles_kernel, f, grams, part, C, P, *f.stride(), nt, tiles)
+        partials(_norms_and_sq_kernel, part, norms[b0:], sq_part[k:], n, tiles, eps)
+        rows = spart.view(-1)[k * splits * C * C:]  # this chunk's splits
+        normalised_sum(_normalised_sum_kernel, grams, norms[b0:], rows, n, C * C,
+                       triton.cdiv(n, splits), eps)
+    if chunks * splits > 1:
+        sum_rows(spart.view(1, chunks * splits, C * C), sums)
+    if chunks > 1:
+        sum_rows(sq_part.view(1, chunks, 1), sq)
+    return sums, sq, norms, grams if chunks == 1 else grams[:0]
 
 
 @on_input_device
-def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: torch.Tensor,
-                            grad_sq: torch.Tensor, eps: float) -> torch.Tensor:
+def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grams: torch.Tensor,
+                            grad_S: torch.Tensor, grad_sq: torch.Tensor, eps: float
+                            ) -> torch.Tensor:
     """Vector-Jacobian product of (S, sq) w.r.t. feats for cotangents (grad_S, grad_sq).
 
-    feats (B, C, P) any strides; norms (B,) as returned by the forward; grad_S (C, C), any
-    (not necessarily symmetric); grad_sq 0-dim. Returns a contiguous (B, C, P) tensor in
-    feats' dtype. Cost: one symmetric Gram pass and one W·F product,
-    ≈ B·C²·P·(3 + 1/nt) FLOPs; scratch: one float32 (min(B, chunk), C, C) buffer, G then W in
-    place (see backward_chunk).
+    feats (B, C, P) any strides; norms (B,) and grams as returned by the forward (grams
+    (B, C, C) is read, not recomputed; (0, C, C) has the backward recompute them chunk by
+    chunk); grad_S (C, C), any (not necessarily symmetric); grad_sq 0-dim. Returns a contiguous
+    (B, C, P) tensor in feats' dtype. Cost: the W·F product, 2·B·C²·P FLOPs, plus
+    B·C²·P·(1 + 1/nt) without the forward's Grams; HBM ≈ 4·B·C²·(1 + 1/nt) (G read twice,
+    upper tiles) + 2·B·C²·elt (W) + 3·B·C·P·elt bytes. Memory: the W buffer, min(B, chunk)·C²
+    elements of feats' dtype, and without the forward's Grams a float32 (chunk, C, C) scratch
+    (see batch_chunk).
     """
     _check_feats(feats)
     B, C, P = feats.shape
+    if grams.shape not in ((B, C, C), (0, C, C)) or grams.dtype != torch.float32:
+        raise ValueError(f"grams must be float32 of shape {(B, C, C)} or {(0, C, C)} "
+                         f"(diversity_sums_forward's), got {grams.dtype} {tuple(grams.shape)}")
     grad = torch.empty((B, C, P), dtype=feats.dtype, device=feats.device)
     if grad.numel() == 0:
         return grad
@@ -575,28 +622,32 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grad_S: to
     gram = gram_config(C, P, feats.dtype, feats.stride(), precision)
     block = gram.constexprs["BLOCK"]
     nt, tiles = _tile_counts(C, block)
-    apply = apply_config(C, P, feats.stride(), precision)
-    nm = triton.cdiv(C, apply.constexprs["BLOCK_M"])
-    npb = triton.cdiv(P, apply.constexprs["BLOCK_N"])
+    rows = max(1, min(block, _PARTIAL_ELEMENTS // block))
+    cotangent = Launch((), dict(BLOCK=block, ROWS=rows), num_warps=4)
     coefficients = _partials_launch(tiles)
     form_w = Launch((), dict(BLOCK=block), num_warps=gram.num_warps)
+    apply = apply_config(C, P, feats.dtype, feats.stride(), precision)
+    nm = triton.cdiv(C, apply.constexprs["BLOCK_M"])
+    npb = triton.cdiv(P, apply.constexprs["BLOCK_N"])
 
-    chunk = backward_chunk(B, C)
-    # The only (chunk, C, C) buffer: G, then W in place (float32 for every dtype; the apply
-    # kernel rounds W tiles to feats' dtype as it loads them).
-    g_buf = torch.empty((chunk, C, C), **f32)
+    kept = grams.shape[0] == B
+    chunk = B if kept else batch_chunk(B, C)
+    g_buf = grams.contiguous() if kept else torch.empty((chunk, C, C), **f32)
+    w_buf = torch.empty((chunk, C, C), dtype=feats.dtype, device=feats.device)
     part = torch.empty((chunk, tiles), **f32)
     coef = torch.empty((3, chunk), **f32)
     for b0 in range(0, B, chunk):
         n = min(chunk, B - b0)
         f = feats[b0:b0 + n]
-        gram.on((n * tiles,))(_gram_cotangent_kernel, f, a_sym, g_buf, part, C, P,
-                              *f.stride(), nt, tiles)
+        if not kept:  # the chunk's Grams (their norm partials are overwritten below)
+            gram.on((n * tiles,))(_gram_tiles_kernel, f, g_buf, part, C, P, *f.stride(), nt,
+                                  tiles)
+        cotangent.on((n * tiles,))(_cotangent_partials_kernel, g_buf, a_sym, part, C, nt, tiles)
         coefficients.on((triton.cdiv(n, coefficients.constexprs["BLOCK_B"]),))(
             _sample_coefficients_kernel, part, norms[b0:b0 + n], a_max, grad_sq, coef, n,
             tiles, chunk, eps, _SIGMA_FLOOR)
-        form_w.on((n * tiles,))(_form_w_kernel, g_buf, a_sym, coef, C, nt, tiles, chunk)
-        apply.on((n * nm * npb,))(_apply_w_kernel, g_buf, f, coef, grad[b0:b0 + n], C, P,
+        form_w.on((n * tiles,))(_form_w_kernel, g_buf, a_sym, coef, w_buf, C, nt, tiles, chunk)
+        apply.on((n * nm * npb,))(_apply_w_kernel, w_buf, f, coef, grad[b0:b0 + n], C, P,
                                   *f.stride(), nm, npb, chunk)
     return grad
 

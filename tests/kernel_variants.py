@@ -88,8 +88,8 @@ class Case:
 
     inputs(new) builds the tensors from new(shape, dtype), which allocates (torch.empty on CPU
     when recording, torch.randn on the GPU when checking); settings are the float32 matmul
-    precision, a lowered INT32_LIMIT (to reach the int64-offset variants) and the op's scalar
-    arguments.
+    precision, a lowered INT32_LIMIT (to reach the int64-offset variants), a lowered Diversity
+    scratch budget (to reach the batch-chunked launches) and the op's scalar arguments.
     """
     group: str
     label: str
@@ -97,19 +97,22 @@ class Case:
     precision: str = "highest"
     int32_limit: Optional[int] = None
     scalars: Tuple = ()
+    scratch_bytes: Optional[int] = None
 
     @contextlib.contextmanager
     def settings(self):
         import torch
-        from fastobj.kernels import _common
-        previous = torch.get_float32_matmul_precision(), _common.INT32_LIMIT
+        from fastobj.kernels import _common, diversity
+        previous = (torch.get_float32_matmul_precision(), _common.INT32_LIMIT,
+                    diversity.MAX_SCRATCH_BYTES)
         torch.set_float32_matmul_precision(self.precision)
         _common.INT32_LIMIT = self.int32_limit or previous[1]
+        diversity.MAX_SCRATCH_BYTES = self.scratch_bytes or previous[2]
         try:
             yield
         finally:
             torch.set_float32_matmul_precision(previous[0])
-            _common.INT32_LIMIT = previous[1]
+            _common.INT32_LIMIT, diversity.MAX_SCRATCH_BYTES = previous[1:]
 
     def launch(self, new):
         """Call the launchers as the library's ops do, on inputs from new."""
@@ -129,10 +132,11 @@ class Case:
                 module.dot_cossim_backward(acts, vec, grad, cossim_pow, 1e-8, angled, vec_grad)
             else:
                 (feats,) = args
-                _, _, norms = module.diversity_sums_forward(feats, 1e-12)
+                _, _, norms, grams = module.diversity_sums_forward(feats, 1e-12)
                 c = feats.shape[1]
-                module.diversity_sums_backward(feats, norms, torch.ones(c, c), torch.ones(()),
-                                               1e-12)
+                for given in (grams, grams[:0]):  # the forward's Grams, or recomputed
+                    module.diversity_sums_backward(feats, norms, given, torch.ones(c, c),
+                                                   torch.ones(()), 1e-12)
 
     def check(self, device):
         """The same calls through the tests' checks on random inputs on `device`, against the
@@ -150,7 +154,7 @@ class Case:
                 (feats,) = args
                 tol = 5e-3 if feats.dtype == torch.float32 and self.precision != "highest" \
                     else tests.TOL[feats.dtype]
-                tests.check_backward(feats, tol, tests.check_forward(feats, tol)[2])
+                tests.check_backward(feats, tol, tests.check_forward(feats, tol))
 
 
 def cases() -> List[Case]:
@@ -239,6 +243,8 @@ def cases() -> List[Case]:
              feats((64, 200, 7, 7), f32, "channels_last")),
         Case("diversity", "bfloat16 64x200x7x7 channels-last",
              feats((64, 200, 7, 7), bf16, "channels_last")),
+        Case("diversity", "bfloat16 256x512x28x28 in chunks of 100 samples",
+             feats((256, 512, 28, 28), bf16), scratch_bytes=100 * 512 * 512 * 4),
         Case("diversity", "float32 1x1x1: every integer 1", feats((1, 1, 1, 1), f32)),
     ]
     return out

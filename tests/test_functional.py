@@ -87,7 +87,7 @@ def test_opcheck_every_op_on_every_layout(layout):
     interpreter) passes opcheck on the layouts activations come in: fake and kernel agree on
     shapes and strides, and the autograd registration is complete."""
     feats = _feats_layout(layout, 3, 5, 2, 4).requires_grad_()
-    sums, sq, norms = torch.ops.fastobj.diversity_sums(feats.detach())
+    sums, sq, norms, grams = torch.ops.fastobj.diversity_sums(feats.detach())
     image = _image_layout(layout, 2, 3, 5, 6).requires_grad_()
     acts = _feats_layout(layout, 4, 6, 3, 2).requires_grad_()
     shared, per_position = torch.randn(1, 6, 1), _feats_layout(layout, 4, 6, 3, 2)
@@ -95,7 +95,9 @@ def test_opcheck_every_op_on_every_layout(layout):
     cases = [
         (torch.ops.fastobj.diversity_sums, (feats,)),
         (torch.ops.fastobj.diversity_sums_backward,
-         (feats.detach(), norms, torch.randn(5, 5), torch.tensor(0.7))),
+         (feats.detach(), norms, grams, torch.randn(5, 5), torch.tensor(0.7))),
+        (torch.ops.fastobj.diversity_sums_backward,  # the Grams recomputed
+         (feats.detach(), norms, grams[:0], torch.randn(5, 5), torch.tensor(0.7))),
         (torch.ops.fastobj.total_variation, (image,)),
         (torch.ops.fastobj.total_variation_backward, (image.detach(), torch.tensor(1.3))),
         (torch.ops.fastobj.dot_cossim, (acts, shared.requires_grad_(), 2.0, 1e-8, False)),

@@ -74,27 +74,41 @@ def cotangents(C, device):
 
 
 def check_forward(feats, rtol):
-    S, sq, norms = kd.diversity_sums_forward(feats, EPS)
+    """The kernel's (S, sq, norms) against the reference's, and grams: every G_i when the
+    batch fits the scratch (else empty). Returns the forward's outputs."""
+    S, sq, norms, grams = kd.diversity_sums_forward(feats, EPS)
     S_ref, sq_ref, norms_ref = reference_sums(feats)
     B, C, _ = feats.shape
     assert S.shape == (C, C) and sq.shape == () and norms.shape == (B,)
-    assert S.dtype == sq.dtype == norms.dtype == torch.float32
+    assert grams.shape == ((B if kd.keeps_grams(B, C) else 0), C, C)
+    assert S.dtype == sq.dtype == norms.dtype == grams.dtype == torch.float32
     assert S.is_contiguous() and S.device == feats.device
     assert_close(S, S_ref, rtol, "S")
     assert_close(sq, sq_ref, rtol, "sq")
     assert_close(norms, norms_ref, rtol, "norms")
-    return S, sq, norms
+    if grams.numel():
+        f = feats.detach().to(torch.float64)
+        assert_close(grams, f @ f.mT, rtol, "grams")
+    return S, sq, norms, grams
 
 
-def check_backward(feats, rtol, norms=None):
-    """The kernel's VJP against the reference's; norms (a backward input) default to the
-    reference's, rounded to float32, which keeps the forward out of the interpreter's time."""
-    if norms is None:
-        norms = reference_sums(feats)[2].to(torch.float32)
+def check_backward(feats, rtol, forward=None):
+    """The kernel's VJP against the reference's. Without `forward` (the kernel forward's
+    outputs) the norms are the reference's, rounded to float32, and the backward recomputes
+    the Grams, which keeps the forward out of the interpreter's time; with it, the backward
+    runs on the forward's Grams and again recomputing them, and both give the same bits."""
     grad_S, grad_sq = cotangents(feats.shape[1], feats.device)
-    grad = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq, EPS)
+    if forward is None:
+        norms = reference_sums(feats)[2].to(torch.float32)
+        grams = torch.zeros((0, feats.shape[1], feats.shape[1]), device=feats.device)
+    else:
+        norms, grams = forward[2], forward[3]
+    grad = kd.diversity_sums_backward(feats, norms, grams, grad_S, grad_sq, EPS)
     assert grad.shape == feats.shape and grad.dtype == feats.dtype
     assert_close(grad, reference_vjp(feats, grad_S, grad_sq), rtol, "grad")
+    if forward is not None and grams.numel():
+        recomputed = kd.diversity_sums_backward(feats, norms, grams[:0], grad_S, grad_sq, EPS)
+        assert torch.equal(grad, recomputed)
     return grad
 
 
@@ -114,33 +128,39 @@ def test_backward_odd_sizes(shape):
 
 def test_several_tiles(small_tiles):
     """C = 33 over 16 x 16 tiles: 3 tile rows, 6 upper tiles, mirrored off-diagonal tiles;
-    B = 3 gives three batch splits in the forward's normalised sum."""
+    B = 3 gives several batch splits in the forward's normalised sum."""
     feats = torch.randn(3, 33, 37)
-    check_forward(feats, TOL[torch.float32])
-    check_backward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32], check_forward(feats, TOL[torch.float32]))
 
 
 def test_single_split_mixed_scales(small_tiles, monkeypatch):
-    """One batch split (the forward writes S directly) whose running sum is rescaled from
-    sample to sample: Gram norms near 1e8, 0 (clamped to eps) and 1e-4 in a row."""
+    """One batch split (the forward writes S directly) over Gram norms near 1e12, 0 (clamped
+    to eps) and 1e-12 in a row."""
     monkeypatch.setattr(kd, "_INTERPRETER_PROGRAMS", 1)
     monkeypatch.delenv(SM_COUNT_ENV, raising=False)
+    assert kd._sum_splits(4, 20, torch.device("cpu"))[1] == 1
     scales = torch.tensor([1e3, 0.0, 1e-3, 1.0])[:, None, None]
     check_forward(torch.randn(4, 20, 20) * scales, TOL[torch.float32])
-    assert kd._batch_splits(4, 3, torch.randn(4, 20, 20)) == (4, 1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_backward_in_chunks_is_bitwise_equal(dtype, small_tiles, monkeypatch):
-    feats = torch.randn(3, 20, 20).to(dtype)
-    norms = reference_sums(feats)[2].to(torch.float32)
-    grad_S, grad_sq = cotangents(20, feats.device)
-    whole = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq, EPS)
-    # Scratch for two samples at a time (4·C² bytes each, whatever the dtype): chunks of 2, 1.
-    monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", 2 * 20 * 20 * 4)
-    assert kd.backward_chunk(3, 20) == 2
-    chunked = kd.diversity_sums_backward(feats, norms, grad_S, grad_sq, EPS)
-    assert torch.equal(whole, chunked)
+def test_batch_chunks(dtype, small_tiles, monkeypatch):
+    """A scratch budget of two samples: the forward runs in chunks of 2 and 1 and returns no
+    Grams; the backward recomputes them chunk by chunk and gives the bits of the backward on
+    the whole batch's Grams."""
+    B, C = 3, 20
+    feats = torch.randn(B, C, 20).to(dtype)
+    whole = kd.diversity_sums_forward(feats, EPS)
+    grad_S, grad_sq = cotangents(C, feats.device)
+    grad = kd.diversity_sums_backward(feats, whole[2], whole[3], grad_S, grad_sq, EPS)
+    monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", 2 * C * C * 4)
+    assert kd.batch_chunk(B, C) == 2 and not kd.keeps_grams(B, C)
+    chunked = check_forward(feats, TOL[dtype])
+    assert chunked[3].shape == (0, C, C)
+    assert torch.equal(chunked[2], whole[2])  # per-sample norms: the same partials
+    assert_close(chunked[0], whole[0], 1e-6, "S in chunks")
+    assert torch.equal(
+        kd.diversity_sums_backward(feats, whole[2], chunked[3], grad_S, grad_sq, EPS), grad)
 
 
 class _AllocationSpy:
@@ -166,29 +186,31 @@ class _AllocationSpy:
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("max_samples", [None, 2])
-def test_backward_allocates_one_float32_scratch(dtype, max_samples, small_tiles, monkeypatch):
-    """At most one B x C x C buffer: the backward's float32 (chunk, C, C) scratch, which holds
-    G and then W in place for 16-bit inputs as for float32. P < C, so the (B, C, P) gradient is
-    smaller than one sample's scratch times B; max_samples lowers the cap to chunks of 2."""
+@pytest.mark.parametrize("given_grams", [True, False])
+def test_backward_buffers(dtype, given_grams, small_tiles, monkeypatch):
+    """The backward's only C x C-per-sample buffers: W in feats' dtype, and a float32 Gram
+    scratch only when it recomputes the Grams (chunks of 2 here). P < C, so the (B, C, P)
+    gradient is smaller than one sample's W times B."""
     B, C, P = 3, 20, 12
-    if max_samples is not None:
-        monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", max_samples * C * C * 4)
-    chunk = kd.backward_chunk(B, C)
-    assert chunk == (B if max_samples is None else max_samples)
+    feats = torch.randn(B, C, P).to(dtype)
+    forward = kd.diversity_sums_forward(feats, EPS)
+    if not given_grams:
+        monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", 2 * C * C * 4)
+    chunk = B if given_grams else 2
     spy = _AllocationSpy(torch)
     monkeypatch.setattr(kd, "torch", spy)
-    check_backward(torch.randn(B, C, P).to(dtype), TOL[dtype])
-    assert spy.tensors, "the spy saw no allocation"
+    grams = forward[3] if given_grams else forward[3][:0]
+    grad_S, grad_sq = cotangents(C, feats.device)
+    kd.diversity_sums_backward(feats, forward[2], grams, grad_S, grad_sq, EPS)
     large = [(tuple(t.shape), t.dtype) for t in spy.tensors if t.numel() >= chunk * C * C]
-    assert large == [((chunk, C, C), torch.float32)]
+    expected = [] if given_grams else [((chunk, C, C), torch.float32)]
+    assert large == expected + [((chunk, C, C), dtype)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_16bit(dtype, small_tiles):
     feats = torch.randn(3, 20, 37).to(dtype)
-    check_forward(feats, TOL[dtype])
-    check_backward(feats, TOL[dtype])
+    check_backward(feats, TOL[dtype], check_forward(feats, TOL[dtype]))
 
 
 def test_16bit_large_activations_float16():
@@ -204,23 +226,20 @@ def test_16bit_large_activations_float16():
 def test_transposed_view():
     feats = torch.randn(3, 37, 19).transpose(1, 2)  # (3, 19, 37), stride along P is 19
     assert not feats.is_contiguous()
-    check_forward(feats, TOL[torch.float32])
-    check_backward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32], check_forward(feats, TOL[torch.float32]))
 
 
 def test_sliced_view(small_tiles):
     feats = torch.randn(6, 30, 45)[::2, 3:23, 1::2]  # (3, 20, 22), every stride unusual
     assert not feats.is_contiguous()
-    check_forward(feats, TOL[torch.float32])
-    check_backward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32], check_forward(feats, TOL[torch.float32]))
 
 
 def test_channels_last_flattened():
     x = torch.randn(2, 19, 5, 7).to(memory_format=torch.channels_last)
     feats = x.flatten(2)  # a view: strides (35*19, 1, 19)
     assert feats.stride(1) == 1 and feats.data_ptr() == x.data_ptr()
-    check_forward(feats, TOL[torch.float32])
-    check_backward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32], check_forward(feats, TOL[torch.float32]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,9 +249,9 @@ def test_channels_last_flattened():
 def test_zero_sample():
     feats = torch.randn(3, 19, 37)
     feats[1] = 0.0
-    _, _, norms = check_forward(feats, TOL[torch.float32])
-    assert norms[1] == 0
-    grad = check_backward(feats, TOL[torch.float32])
+    forward = check_forward(feats, TOL[torch.float32])
+    assert forward[2][1] == 0
+    grad = check_backward(feats, TOL[torch.float32], forward)
     assert torch.isfinite(grad).all() and (grad[1] == 0).all()
 
 
@@ -242,8 +261,7 @@ def test_clamped_nonzero_sample():
     feats[2] = 1e-7 * torch.randn(5, 7)  # ‖G_2‖ ~ 1e-13 < 1e-12
     norms_ref = reference_sums(feats)[2]
     assert 0 < norms_ref[2] < fn.GRAM_NORM_EPS / 2
-    check_forward(feats, TOL[torch.float32])
-    check_backward(feats, TOL[torch.float32])
+    check_backward(feats, TOL[torch.float32], check_forward(feats, TOL[torch.float32]))
 
 
 def test_deterministic(small_tiles):
@@ -253,15 +271,16 @@ def test_deterministic(small_tiles):
     for a, b in zip(first, second):
         assert torch.equal(a, b)
     grad_S, grad_sq = cotangents(20, feats.device)
-    g1 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq, EPS)
-    g2 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq, EPS)
+    g1 = kd.diversity_sums_backward(feats, first[2], first[3], grad_S, grad_sq, EPS)
+    g2 = kd.diversity_sums_backward(feats, first[2], first[3], grad_S, grad_sq, EPS)
     assert torch.equal(g1, g2)
 
 
 def test_empty_batch():
-    S, sq, norms = kd.diversity_sums_forward(torch.randn(0, 5, 7), EPS)
+    S, sq, norms, grams = kd.diversity_sums_forward(torch.randn(0, 5, 7), EPS)
     assert S.shape == (5, 5) and (S == 0).all() and sq == 0 and norms.shape == (0,)
-    grad = kd.diversity_sums_backward(torch.randn(0, 5, 7), norms, torch.randn(5, 5),
+    assert grams.shape == (0, 5, 5)
+    grad = kd.diversity_sums_backward(torch.randn(0, 5, 7), norms, grams, torch.randn(5, 5),
                                       torch.tensor(1.0), EPS)
     assert grad.shape == (0, 5, 7)
 
@@ -329,14 +348,12 @@ class TestOnGPU:
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
     def test_forward_backward(self, shape, dtype):
         feats = torch.randn(shape, device="cuda").to(dtype)
-        check_forward(feats, TOL[dtype])
-        check_backward(feats, TOL[dtype])
+        check_backward(feats, TOL[dtype], check_forward(feats, TOL[dtype]))
 
     def test_tf32(self):
         torch.set_float32_matmul_precision("high")  # restored by the autouse fixture
         feats = torch.randn(4, 130, 784, device="cuda")
-        check_forward(feats, 5e-3)
-        check_backward(feats, 5e-3)
+        check_backward(feats, 5e-3, check_forward(feats, 5e-3))
 
     def test_layouts(self):
         check_backward(torch.randn(3, 37, 19, device="cuda").transpose(1, 2), 1e-5)
@@ -352,8 +369,8 @@ class TestOnGPU:
         for a, b in zip(first, kd.diversity_sums_forward(feats, EPS)):
             assert torch.equal(a, b)
         grad_S, grad_sq = cotangents(200, "cuda")
-        g1 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq, EPS)
-        g2 = kd.diversity_sums_backward(feats, first[2], grad_S, grad_sq, EPS)
+        g1 = kd.diversity_sums_backward(feats, first[2], first[3], grad_S, grad_sq, EPS)
+        g2 = kd.diversity_sums_backward(feats, first[2], first[3][:0], grad_S, grad_sq, EPS)
         assert torch.isfinite(g1).all() and torch.equal(g1, g2)
         assert_close(g1, reference_vjp(feats, grad_S, grad_sq), 1e-5, "grad")
 
