@@ -310,6 +310,30 @@ def test_diversity_sums_backward_through_functional(small_tiles):
     assert_close(feats.grad, reference_vjp(feats, grad_S, grad_sq), TOL[torch.float32], "grad")
 
 
+@pytest.mark.parametrize("budget_samples, kept", [(None, True), (2, False)])
+def test_autograd_hands_the_forwards_grams_to_the_backward(budget_samples, kept, small_tiles,
+                                                            monkeypatch):
+    """Through the custom op the backward gets the forward's Grams (no recompute) when the
+    batch fits the scratch budget, and an empty tensor (recompute in chunks) when not."""
+    B, C = 3, 20
+    if budget_samples is not None:
+        monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", budget_samples * C * C * 4)
+    seen = []
+    backward = kd.diversity_sums_backward
+
+    def spy(feats, norms, grams, *rest):
+        seen.append(tuple(grams.shape))
+        return backward(feats, norms, grams, *rest)
+    monkeypatch.setattr(kd, "diversity_sums_backward", spy)
+    feats = torch.randn(B, C, 17, requires_grad=True)
+    grad_S, grad_sq = cotangents(C, feats.device)
+    with use_backend("triton"):
+        sums, sq = fn.diversity_sums(feats)
+        torch.autograd.backward([sums, sq], [grad_S, grad_sq])
+    assert seen == [(B if kept else 0, C, C)]
+    assert_close(feats.grad, reference_vjp(feats, grad_S, grad_sq), TOL[torch.float32], "grad")
+
+
 def test_torch_compile_fullgraph():
     """The custom op is opaque to Dynamo: the graph holds it whole, and it runs the kernels.
     aot_eager keeps this quick; the inductor variant is marked slow."""
