@@ -27,25 +27,35 @@ Tiling and grid
 A tile is ``BLOCK_N x BLOCK_L`` (plane, row-element) positions; a *tile row* is one row ``h`` of
 a tile, and the work is the ``n_tiles * H`` tile rows numbered tile-major. Each program takes
 an equal contiguous span of them (``rows_per_prog``, possibly running across tile boundaries)
-and walks down its rows carrying the previous row (in the backward, the sign of the previous
-vertical difference) in registers, so each row is read from memory once. The horizontal
-neighbours are a second, shifted load of the same row, served from L1. Each tile segment of a
-span re-reads one halo row above it (the backward also one below): at most ``2/_MIN_ROWS``
-extra reads, mostly L2 hits since neighbouring spans run at the same time. The 1-D grid holds
-as many programs as stay resident on the GPU at once (registers capped with ``maxnreg`` where
-that costs no spill): one full wave, equal work per program, no tail. A planes row step is
-``TILE_BYTES`` of x over 8 warps (two 16-byte loads per thread, whatever the dtype); the
+and walks down its rows carrying in registers the rows it still needs (the forward the previous
+row; the backward, which writes two rows per loop step, rows h-1 and h, kept in x's dtype), so
+each row is read from memory once. The horizontal neighbours are shifted loads of the same
+row, served from L1. Each tile segment of a span re-reads one halo row above it (the backward
+also one below, two after a segment of odd length): at most ``3/_MIN_ROWS`` extra reads,
+mostly L2 hits since neighbouring spans run at the same time. The 1-D grid holds as many
+programs as stay resident on the GPU at once (registers capped with ``maxnreg`` where that
+costs no spill): one full wave, equal work per program, no tail. A forward planes row step is
+``TILE_BYTES`` of x over 8 warps (two 16-byte loads per thread, whatever the dtype); a
+backward row is ``TILE_BYTES`` of float32 whatever the dtype (``_tile_elements``); the
 variants are listed in ``_launch_config``.
 
-Launch arithmetic (PREDICTIONS for an H200, 132 SMs, ~4.3 TB/s copy; not measured): at
-64x3x512x512 the forward takes 391 programs (float32, 4x512 tiles) or 384 (16-bit, 8x512)
-of the 396 resident slots (132 SMs x 3 programs of 8 warps at the 72-register cap; ptxas:
-56-72 registers on Triton 3.9 and 3.6, no spill): one wave. Each program keeps one
-8 KiB row step in flight, 24 KiB per SM, which by Little's law (~0.8 us loaded latency) is
-~4 TB/s, ~90% of copy bandwidth. The backward's 16-bit tiles hold 2048 elements (4 KiB
-read, 4 KiB written per step): ~12 KiB of reads in flight per SM, ~2 TB/s predicted, short
-of the 85% goal; float32 as the forward. Cost floor: forward n bytes read; backward reads
-x again (the forward's input), so forward + backward moves 3n bytes (n = x's bytes).
+Launch arithmetic, PREDICTIONS for an H200 (132 SMs, ~4.3 TB/s copy bandwidth counting read +
+write bytes, ~0.8 us loaded latency), not measured, at 64x3x512x512 (registers: ptxas on
+sm_90a, Triton 3.9 and 3.6):
+
+* forward: 391 programs (float32, 4x512 tiles) or 384 (16-bit, 8x512) of the 396 resident
+  slots (132 SMs x 3 programs of 8 warps at the 72-register cap; 60-72 registers, no spill):
+  one wave. Each program keeps one 8 KiB row in flight, 24 KiB per SM, which by Little's law
+  is 132 x 24 KiB / 0.8 us ~ 4.0 TB/s of reads, over 90% of copy bandwidth.
+* backward: 391 programs in every dtype (4x512 tiles) of the same 396 slots (80-register cap;
+  76-80 registers, no spill). Each step has two rows in flight (h+1 and h+2: 2 x 4 KiB in
+  16-bit, 2 x 8 KiB in float32), 24 or 48 KiB per SM: >= 4.0 TB/s of reads by Little's law.
+  It writes as many bytes as it reads, so copy bandwidth binds first: ~4.3 TB/s of traffic,
+  reads at ~2.15 TB/s, which need only ~13 KiB in flight per SM (24 KiB still suffice at a
+  loaded latency of ~1.5 us).
+* forward + backward moves 3n bytes (n = x's bytes, see ``cost``): n at ~4.0 TB/s, then 2n at
+  ~4.3 TB/s, 3n / (n/4.0 + 2n/4.3) ~ 4.2 TB/s, ~97% of copy bandwidth (goal: >= 85%). Only
+  latency and the copy ceiling are modelled: expect less.
 
 Offsets: the tile's base offset is a 64-bit scalar; in-tile offsets are int32 unless the
 launcher finds they could reach 2**31 (``WIDE``), so tensors beyond 2**31 elements are safe.
@@ -318,12 +328,13 @@ def _wide(block_n: int, block_l: int, k: int, views) -> bool:
 
 
 def _tile_elements(dtype: torch.dtype, variant: str, backward: bool) -> int:
-    """Elements of one row step of a tile. The forward streams TILE_BYTES of x per step (16-bit
-    tiles hold twice the elements of float32 ones: the same bytes in flight). The backward
-    keeps four float32 values per element in registers (the row, its neighbour below, the
-    shifted loads), so its tile is TILE_BYTES of float32 for every dtype: with 16-bit tiles of
-    TILE_BYTES it spills at the 64-register cap (104 bytes, sm_90a). Other variants than
-    "planes" take half (see _launch_config)."""
+    """Elements of one row of a tile. The forward streams TILE_BYTES of x per row step (16-bit
+    tiles hold twice the elements of float32 ones: the same bytes in flight). The backward's
+    rows are TILE_BYTES of float32 for every dtype: a step holds rows h-1 .. h+2 and a row's two
+    shifted loads (a 32-bit register per shifted element), and 16-bit rows of TILE_BYTES (16
+    elements a thread) spill at the 80-register cap (sm_90a spill stores: 80-88 bytes on Triton
+    3.9, 156-208 on 3.6). With two rows per step its 16-bit tiles keep as many bytes in flight
+    as the forward's. Other variants than "planes" take half (see _launch_config)."""
     elements = _common.TILE_BYTES // (4 if backward else dtype.itemsize)
     return elements if variant == "planes" else elements // 2
 
