@@ -27,25 +27,35 @@ Tiling and grid
 A tile is ``BLOCK_N x BLOCK_L`` (plane, row-element) positions; a *tile row* is one row ``h`` of
 a tile, and the work is the ``n_tiles * H`` tile rows numbered tile-major. Each program takes
 an equal contiguous span of them (``rows_per_prog``, possibly running across tile boundaries)
-and walks down its rows carrying the previous row (in the backward, the sign of the previous
-vertical difference) in registers, so each row is read from memory once. The horizontal
-neighbours are a second, shifted load of the same row, served from L1. Each tile segment of a
-span re-reads one halo row above it (the backward also one below): at most ``2/_MIN_ROWS``
-extra reads, mostly L2 hits since neighbouring spans run at the same time. The 1-D grid holds
-as many programs as stay resident on the GPU at once (registers capped with ``maxnreg`` where
-that costs no spill): one full wave, equal work per program, no tail. A planes row step is
-``TILE_BYTES`` of x over 8 warps (two 16-byte loads per thread, whatever the dtype); the
+and walks down its rows carrying in registers the rows it still needs (the forward the previous
+row; the backward, which writes two rows per loop step, rows h-1 and h, kept in x's dtype), so
+each row is read from memory once. The horizontal neighbours are shifted loads of the same
+row, served from L1. Each tile segment of a span re-reads one halo row above it (the backward
+also one below, two after a segment of odd length): at most ``3/_MIN_ROWS`` extra reads,
+mostly L2 hits since neighbouring spans run at the same time. The 1-D grid holds as many
+programs as stay resident on the GPU at once (registers capped with ``maxnreg`` where that
+costs no spill): one full wave, equal work per program, no tail. A forward planes row step is
+``TILE_BYTES`` of x over 8 warps (two 16-byte loads per thread, whatever the dtype); a
+backward row is ``TILE_BYTES`` of float32 whatever the dtype (``_tile_elements``); the
 variants are listed in ``_launch_config``.
 
-Launch arithmetic (PREDICTIONS for an H200, 132 SMs, ~4.3 TB/s copy; not measured): at
-64x3x512x512 the forward takes 391 programs (float32, 4x512 tiles) or 384 (16-bit, 8x512)
-of the 396 resident slots (132 SMs x 3 programs of 8 warps at the 72-register cap; ptxas:
-56-72 registers on Triton 3.9 and 3.6, no spill): one wave. Each program keeps one
-8 KiB row step in flight, 24 KiB per SM, which by Little's law (~0.8 us loaded latency) is
-~4 TB/s, ~90% of copy bandwidth. The backward's 16-bit tiles hold 2048 elements (4 KiB
-read, 4 KiB written per step): ~12 KiB of reads in flight per SM, ~2 TB/s predicted, short
-of the 85% goal; float32 as the forward. Cost floor: forward n bytes read; backward reads
-x again (the forward's input), so forward + backward moves 3n bytes (n = x's bytes).
+Launch arithmetic, PREDICTIONS for an H200 (132 SMs, ~4.3 TB/s copy bandwidth counting read +
+write bytes, ~0.8 us loaded latency), not measured, at 64x3x512x512 (registers: ptxas on
+sm_90a, Triton 3.9 and 3.6):
+
+* forward: 391 programs (float32, 4x512 tiles) or 384 (16-bit, 8x512) of the 396 resident
+  slots (132 SMs x 3 programs of 8 warps at the 72-register cap; 60-72 registers, no spill):
+  one wave. Each program keeps one 8 KiB row in flight, 24 KiB per SM, which by Little's law
+  is 132 x 24 KiB / 0.8 us ~ 4.0 TB/s of reads, over 90% of copy bandwidth.
+* backward: 391 programs in every dtype (4x512 tiles) of the same 396 slots (80-register cap;
+  76-80 registers, no spill). Each step has two rows in flight (h+1 and h+2: 2 x 4 KiB in
+  16-bit, 2 x 8 KiB in float32), 24 or 48 KiB per SM: >= 4.0 TB/s of reads by Little's law.
+  It writes as many bytes as it reads, so copy bandwidth binds first: ~4.3 TB/s of traffic,
+  reads at ~2.15 TB/s, which need only ~13 KiB in flight per SM (24 KiB still suffice at a
+  loaded latency of ~1.5 us).
+* forward + backward moves 3n bytes (n = x's bytes, see ``cost``): n at ~4.0 TB/s, then 2n at
+  ~4.3 TB/s, 3n / (n/4.0 + 2n/4.3) ~ 4.2 TB/s, ~97% of copy bandwidth (goal: >= 85%). Only
+  latency and the copy ceiling are modelled: expect less.
 
 Offsets: the tile's base offset is a 64-bit scalar; in-tile offsets are int32 unless the
 launcher finds they could reach 2**31 (``WIDE``), so tensors beyond 2**31 elements are safe.
@@ -67,10 +77,11 @@ from ._common import Launch, needs_int64, on_input_device, resident_grid, sum_ro
 
 _MIN_ROWS = 16  # shortest span of rows per program (bounds the halo re-reads to 1/16)
 _INTERPRETER_PROGRAMS = 4
-_MAX_REGISTERS = 72  # 3 programs of 256 threads fit an SM's 64K registers (64 spills on 3.6)
-# variant -> (num_warps, resident programs per SM, register cap); see _launch_config.
-_VARIANTS = {"planes": (8, 3, _MAX_REGISTERS), "channels_last": (8, 3, None),
-             "general": (8, 2, None)}
+# variant -> (num_warps, resident programs per SM, register caps (forward, backward)); None
+# leaves the count to ptxas. 3 programs of 8 warps fit an SM's 65536 registers at up to 80
+# registers a thread (allocated in steps of 8), 2 at up to 128. See _launch_config.
+_VARIANTS = {"planes": (8, 3, (72, 80)), "channels_last": (8, 3, (None, 80)),
+             "general": (8, 2, (None, 128))}
 
 
 @triton.jit
@@ -143,6 +154,27 @@ def _tv_forward_kernel(x_ptr, partial_ptr, N, H, L, K, stride_n, stride_h, strid
 
 
 @triton.jit
+def _store_row_grad(up, row, down, x_row, o_row, x_offsets, o_offsets, shift, g,
+                    mask, mask_left, mask_right):
+    """Write one row's gradient, g * (sign(row - up) - sign(down - row)
+    + sign(row - left) - sign(right - row)), in out's dtype.
+
+    up, row, down: rows h-1, h, h+1 as loaded (x's dtype), the row itself where that
+    neighbour is missing (the difference is then zero); x_row / o_row: pointers to row h of
+    the tile in x and out. The shifted rows left/right (k -+ K) are loaded here, from L1.
+    """
+    cur = row.to(tl.float32)
+    left = tl.load(x_row - shift + x_offsets, mask=mask_left, other=0.0).to(tl.float32)
+    right = tl.load(x_row + shift + x_offsets, mask=mask_right, other=0.0).to(tl.float32)
+    s_up = _sign(cur - up.to(tl.float32))
+    s_down = _sign(down.to(tl.float32) - cur)
+    s_left = tl.where(mask_left, _sign(cur - left), 0.0)
+    s_right = tl.where(mask_right, _sign(right - cur), 0.0)
+    grad = g * (s_up - s_down + s_left - s_right)
+    tl.store(o_row + o_offsets, grad.to(o_row.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _tv_backward_kernel(x_ptr, grad_ptr, out_ptr, N, H, L, K,
                         sx_n, sx_h, sx_l, so_n, so_h, so_l,
                         n_tiles_l, total_rows, rows_per_prog,
@@ -154,13 +186,19 @@ def _tv_backward_kernel(x_ptr, grad_ptr, out_ptr, N, H, L, K,
                      + sign(x[h,k] - x[h,k-K]) - sign(x[h,k+K] - x[h,k]))
     with sign(0) = 0 (as torch's abs backward) and missing neighbours contributing nothing.
 
+    Each loop step writes two rows, h and h+1, from rows h-1 .. h+2: rows h-1 and h are
+    carried from the previous step, rows h+1 and h+2 are loaded (two independent row loads in
+    flight), all kept in x's dtype until used. A segment of odd length ends with a step that
+    writes row h only; rows past the plane's last are read as that last row (their difference
+    is zero, and row H-1's neighbour below is missing).
+
     Buffers:
       x_ptr     input, logical (N, H, L), strides (sx_n, sx_h, sx_l); float32/float16/bfloat16.
       grad_ptr  0-dim upstream gradient g (any float dtype), read on the device.
       out_ptr   gradient, logical (N, H, L), strides (so_n, so_h, so_l), x's dtype.
-    Cost: reads N*H*L elements once from DRAM (two halo rows per tile segment; the shifted
-    loads come from L1) and writes N*H*L elements. FLOPs: ~15 per element (4 differences,
-    4 signs, 4 additions, 1 multiplication).
+    Cost: reads N*H*L elements once from DRAM (per tile segment the halo row above and one
+    or two below, mostly L2 hits; the shifted loads come from L1) and writes N*H*L elements.
+    FLOPs: ~15 per element (4 differences, 4 signs, 4 additions, 1 multiplication).
     """
     pid = tl.program_id(0)
     rn = tl.arange(0, BLOCK_N)
@@ -183,29 +221,28 @@ def _tv_backward_kernel(x_ptr, grad_ptr, out_ptr, N, H, L, K,
         mask_left = mask & (l0 + rl >= K)[None, :]
         x_base = x_ptr + (n0.to(tl.int64) * sx_n + l0.to(tl.int64) * sx_l)
         o_base = out_ptr + (n0.to(tl.int64) * so_n + l0.to(tl.int64) * so_l)
+        # Rows h0-1 (row 0 itself at the top: that difference is zero) and h0.
         prev = tl.load(x_base + tl.maximum(h0 - 1, 0).to(tl.int64) * x_step + x_offsets,
-                       mask=mask, other=0.0).to(tl.float32)
+                       mask=mask, other=0.0)
         x_row_offset = h0.to(tl.int64) * x_step  # 64-bit scalars carried down the rows
         o_row_offset = h0.to(tl.int64) * o_step
-        cur = tl.load(x_base + x_row_offset + x_offsets, mask=mask, other=0.0).to(tl.float32)
-        s_up = _sign(cur - prev)  # zero on row 0, where prev is row 0 itself
-        for h in range(h0, h1):
+        cur = tl.load(x_base + x_row_offset + x_offsets, mask=mask, other=0.0)
+        for h in range(h0, h1, 2):
             row = x_base + x_row_offset
-            # The next row, or this row again on the last one (that difference is then zero).
-            below = tl.where(h + 1 < H, x_step, 0)
-            nxt = tl.load(row + below + x_offsets, mask=mask, other=0.0).to(tl.float32)
-            left = tl.load(row - shift + x_offsets, mask=mask_left, other=0.0).to(tl.float32)
-            right = tl.load(row + shift + x_offsets, mask=mask_right, other=0.0).to(tl.float32)
-            s_down = _sign(nxt - cur)
-            s_left = tl.where(mask_left, _sign(cur - left), 0.0)
-            s_right = tl.where(mask_right, _sign(right - cur), 0.0)
-            grad = g * (s_up - s_down + s_left - s_right)
-            tl.store(o_base + o_row_offset + o_offsets, grad.to(out_ptr.dtype.element_ty),
-                     mask=mask)
-            s_up = s_down
-            cur = nxt
-            x_row_offset += x_step
-            o_row_offset += o_step
+            # Rows h+1 and h+2, each the row above it again past the plane's last row.
+            below = row + tl.where(h + 1 < H, x_step, 0)
+            below2 = below + tl.where(h + 2 < H, x_step, 0)
+            nxt = tl.load(below + x_offsets, mask=mask, other=0.0)
+            nxt2 = tl.load(below2 + x_offsets, mask=mask, other=0.0)
+            _store_row_grad(prev, cur, nxt, row, o_base + o_row_offset, x_offsets, o_offsets,
+                            shift, g, mask, mask_left, mask_right)
+            if h + 1 < h1:
+                _store_row_grad(cur, nxt, nxt2, below, o_base + o_row_offset + o_step,
+                                x_offsets, o_offsets, shift, g, mask, mask_left, mask_right)
+            prev = nxt
+            cur = nxt2
+            x_row_offset += 2 * x_step
+            o_row_offset += 2 * o_step
         r += h1 - h0
 
 
@@ -291,12 +328,13 @@ def _wide(block_n: int, block_l: int, k: int, views) -> bool:
 
 
 def _tile_elements(dtype: torch.dtype, variant: str, backward: bool) -> int:
-    """Elements of one row step of a tile. The forward streams TILE_BYTES of x per step (16-bit
-    tiles hold twice the elements of float32 ones: the same bytes in flight). The backward
-    keeps four float32 values per element in registers (the row, its neighbour below, the
-    shifted loads), so its tile is TILE_BYTES of float32 for every dtype: with 16-bit tiles of
-    TILE_BYTES it spills at the 64-register cap (104 bytes, sm_90a). Other variants than
-    "planes" take half (see _launch_config)."""
+    """Elements of one row of a tile. The forward streams TILE_BYTES of x per row step (16-bit
+    tiles hold twice the elements of float32 ones: the same bytes in flight). The backward's
+    rows are TILE_BYTES of float32 for every dtype: a step holds rows h-1 .. h+2 and a row's two
+    shifted loads (a 32-bit register per shifted element), and 16-bit rows of TILE_BYTES (16
+    elements a thread) spill at the 80-register cap (sm_90a spill stores: 80-88 bytes on Triton
+    3.9, 156-208 on 3.6). With two rows per step its 16-bit tiles keep as many bytes in flight
+    as the forward's. Other variants than "planes" take half (see _launch_config)."""
     elements = _common.TILE_BYTES // (4 if backward else dtype.itemsize)
     return elements if variant == "planes" else elements // 2
 
@@ -308,13 +346,17 @@ def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = Non
     Variants, by the registers they need (sm_90a, Triton 3.9 and 3.6, from the AOT compile
     report), each with as many programs per SM as stay resident:
 
-    * "planes" (unit stride along L, K = 1, x and out alike, int32 offsets): TILE_BYTES per row
-      step, 8 warps, registers capped at _MAX_REGISTERS (56-72 used, no spill; at a cap of 64
-      Triton 3.6 spills 8-12 bytes in 16-bit): 3 programs per SM;
-    * "channels_last" (the same with K > 1: the shifted loads are unaligned): half that tile,
-      8 warps, no cap (32-80 registers; caps of 64-80 spill on 3.6): 3 per SM;
-    * "general" (strided rows, int64 offsets, x and out laid out differently): half the tile,
-      8 warps, the registers it needs (40-108): 2 programs per SM.
+    * "planes" (unit stride along L, K = 1, x and out alike, int32 offsets): the tiles of
+      _tile_elements, 8 warps, registers capped at 72 in the forward (60-72 used; at a cap of
+      64 Triton 3.6 spills 8-12 bytes in 16-bit) and 80 in the backward (76-80 used): 3
+      programs per SM;
+    * "channels_last" (the same with K > 1: the shifted loads are unaligned): half those tiles,
+      8 warps, the forward uncapped (32-57 registers; caps of 64-80 spill on 3.6), the
+      backward capped at 80 (79-80 used; uncapped, 3.6 takes 101 in bfloat16, room for only 2
+      programs per SM; at 72 it spills): 3 per SM;
+    * "general" (strided rows, int64 offsets, x and out laid out differently): half the tiles,
+      8 warps, the forward uncapped (32-80 registers), the backward capped at 128 (85-128
+      used): 2 programs per SM.
 
     The tile rows (n_tiles * H of them) are dealt out in equal contiguous spans to a grid of
     resident programs (one wave, common.resident_grid), so every program does the same work,
@@ -326,20 +368,21 @@ def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = Non
     unit = all(v.stride_l == 1 for v in views)
     same = all(v[4:] == view[4:] for v in views)
     variant = ("planes" if view.K == 1 else "channels_last") if unit and same else "general"
-    tile = _tile_elements(x.dtype, variant, backward=out_view is not None)
+    backward = out_view is not None
+    tile = _tile_elements(x.dtype, variant, backward)
     block_l = min(triton.next_power_of_2(view.L), tile)
     block_n = min(triton.next_power_of_2(view.N), max(1, tile // block_l))
     wide = _wide(block_n, block_l, view.K, views)
     if wide:
         variant = "general"
-    num_warps, per_sm, maxnreg = _VARIANTS[variant]
+    num_warps, per_sm, caps = _VARIANTS[variant]
     n_tiles_l = triton.cdiv(view.L, block_l)
     total_rows = triton.cdiv(view.N, block_n) * n_tiles_l * view.H
     programs = resident_grid(x.device, per_sm, _INTERPRETER_PROGRAMS, total_rows)
     rows = max(_MIN_ROWS, triton.cdiv(total_rows, programs))
     launch = Launch((triton.cdiv(total_rows, rows),),
                     dict(BLOCK_N=block_n, BLOCK_L=block_l, WIDE=wide),
-                    num_warps=num_warps, maxnreg=maxnreg)
+                    num_warps=num_warps, maxnreg=caps[backward])
     return launch, rows, n_tiles_l, total_rows
 
 
