@@ -75,7 +75,7 @@ import triton.language as tl
 from . import _common
 from ._common import Launch, needs_int64, on_input_device, resident_grid, sum_rows, tile_offsets
 
-_MIN_ROWS = 16  # shortest span of rows per program (bounds the halo re-reads to 1/16)
+_MIN_ROWS = 16  # shortest span of rows per program (bounds the halo re-reads to 3/16)
 _INTERPRETER_PROGRAMS = 4
 # variant -> (num_warps, resident programs per SM, register caps (forward, backward)); None
 # leaves the count to ptxas. 3 programs of 8 warps fit an SM's 65536 registers at up to 80
