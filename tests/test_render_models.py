@@ -273,7 +273,6 @@ def test_grid_labels_and_upscale():
 
 
 def test_fastobj_main_has_layers_and_atlas(capsys):
-    pytest.importorskip("fastobj.benchmarks.harness", reason="fastobj.cli needs the bench harness")
     from fastobj.cli import build_parser, main
 
     assert main(["layers", "--size", "16"]) == 0
