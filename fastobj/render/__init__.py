@@ -10,7 +10,8 @@
 * :mod:`.atlas`: :func:`render_atlas`, one image per channel of a layer, resumable.
 * :mod:`.demo`: :class:`DemoCNN` and :class:`DemoViT`, small deterministic networks for demos
   and tests.
-* :mod:`.png`: :func:`make_grid`, :func:`upscale` and :func:`save_png`.
+* :mod:`.png`: :func:`make_grid` and :func:`upscale`, a batch laid out as one picture.
+* :mod:`.imageio`: :func:`load_image`, :func:`save_png` and :func:`save_rgba_png`, with Pillow.
 * :mod:`.cli`: the ``fastobj render``, ``layers`` and ``atlas`` commands.
 * :func:`lucent_objective`: use a fastobj objective where Lucent expects an objective function.
 
@@ -25,9 +26,10 @@ import torch
 from .atlas import AtlasEntry, AtlasResult, render_atlas
 from .demo import DemoCNN, DemoViT, demo_cnn, demo_vit
 from .expression import OBJECTIVE_NAMES, parse_objective
+from .imageio import ImageFileError, load_image, save_png, save_rgba_png
 from .models import LayerInfo, efficientnet_lite0, list_layers
 from .param import FFTImage, ImageParameterization, PixelImage, make_parameterization
-from .png import make_grid, save_png, upscale
+from .png import make_grid, upscale
 from .preprocess import Preprocess, model_preprocess
 from .runner import IMAGE_TARGET, RenderResult, render
 from .transforms import (Jitter, Pad, RandomAffine, RandomRotation, RandomScale, RandomTransform,
@@ -44,7 +46,7 @@ __all__ = [
     "efficientnet_lite0", "list_layers", "LayerInfo",
     "render_atlas", "AtlasEntry", "AtlasResult",
     "DemoCNN", "demo_cnn", "DemoViT", "demo_vit",
-    "make_grid", "upscale", "save_png",
+    "make_grid", "upscale", "save_png", "save_rgba_png", "load_image", "ImageFileError",
     "lucent_objective",
 ]
 

@@ -35,8 +35,9 @@ from torch import nn
 
 from ..hooks import collect_activations, resolve_target
 from ..objectives import ChannelActivation
+from .imageio import save_png
 from .param import _pair
-from .png import make_grid, save_png, upscale
+from .png import make_grid, upscale
 from .preprocess import model_preprocess
 from .runner import _borrowed, _pick_device, render
 

@@ -29,8 +29,9 @@ from torch import nn
 
 from ..loss import targets_of
 from .expression import parse_objective
+from .imageio import save_png
 from .models import NAMED_MODELS, format_layers, list_layers
-from .png import make_grid, save_png, upscale
+from .png import make_grid, upscale
 from .preprocess import model_preprocess, parse_normalize
 from .runner import _check_target_names, render
 

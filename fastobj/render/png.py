@@ -1,21 +1,17 @@
-"""Writing a batch of rendered images as one PNG grid, with no imaging library.
+"""Laying out a batch of rendered images as one picture, ready for :func:`.imageio.save_png`.
 
 :func:`make_grid` tiles a ``(B, 3, H, W)`` batch into one image, optionally with a number
 under each tile (drawn with a built-in 3x5 pixel digit font); :func:`upscale` enlarges an
-image by nearest neighbour for viewing; :func:`save_png` writes a ``(3, H, W)`` image in
-``[0, 1]`` as an 8-bit RGB PNG with a small encoder (zlib + the Paeth filter).
+image by nearest neighbour for viewing.
 """
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 
-__all__ = ["make_grid", "upscale", "save_png"]
+__all__ = ["make_grid", "upscale"]
 
 # Digits (and "-") 3 pixels wide and 5 high, one string per row, "#" for ink.
 _GLYPHS = {
@@ -83,37 +79,3 @@ def upscale(image: torch.Tensor, factor: int) -> torch.Tensor:
         return image
     return image.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
-
-def _paeth_filter(rows: np.ndarray) -> np.ndarray:
-    """PNG filter type 4 applied to every scanline of ``rows`` ((H, W, 3) uint8)."""
-    x = rows.astype(np.int16)
-    a = np.zeros_like(x)
-    a[:, 1:] = x[:, :-1]  # left pixel
-    b = np.zeros_like(x)
-    b[1:] = x[:-1]  # pixel above
-    c = np.zeros_like(x)
-    c[1:, 1:] = x[:-1, :-1]  # above-left
-    p = a + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-    return ((x - pred) % 256).astype(np.uint8)
-
-
-def save_png(image: torch.Tensor, path: str) -> None:
-    """Write a ``(3, H, W)`` image with values in [0, 1] as an 8-bit RGB PNG."""
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
-    pixels = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    rows = pixels.permute(1, 2, 0).contiguous().numpy()
-    h, w, _ = rows.shape
-    filtered = _paeth_filter(rows).reshape(h, w * 3)
-    raw = np.concatenate([np.full((h, 1), 4, dtype=np.uint8), filtered], axis=1).tobytes()
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
