@@ -12,6 +12,8 @@
   and tests.
 * :mod:`.png`: :func:`make_grid` and :func:`upscale`, a batch laid out as one picture.
 * :mod:`.imageio`: :func:`load_image`, :func:`save_png` and :func:`save_rgba_png`, with Pillow.
+* :mod:`.spectrum`: :func:`natural_spectrum`, :func:`spectrum_from_images` and
+  :func:`resize_spectrum`, magnitude spectra for images optimised in phase only.
 * :mod:`.cli`: the ``fastobj render``, ``layers`` and ``atlas`` commands.
 * :func:`lucent_objective`: use a fastobj objective where Lucent expects an objective function.
 
@@ -32,6 +34,7 @@ from .param import FFTImage, ImageParameterization, PixelImage, make_parameteriz
 from .png import make_grid, upscale
 from .preprocess import Preprocess, model_preprocess
 from .runner import IMAGE_TARGET, RenderResult, render
+from .spectrum import natural_spectrum, resize_spectrum, spectrum_from_images
 from .transforms import (Jitter, Pad, RandomAffine, RandomRotation, RandomScale, RandomTransform,
                          default_transforms, seed_transforms)
 
@@ -47,6 +50,7 @@ __all__ = [
     "render_atlas", "AtlasEntry", "AtlasResult",
     "DemoCNN", "demo_cnn", "DemoViT", "demo_vit",
     "make_grid", "upscale", "save_png", "save_rgba_png", "load_image", "ImageFileError",
+    "natural_spectrum", "spectrum_from_images", "resize_spectrum",
     "lucent_objective",
 ]
 
