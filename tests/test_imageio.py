@@ -206,26 +206,28 @@ def _empty_file(folder):
     return folder / "empty.jpg", "not an image file"
 
 
+def _noise_file(folder, suffix):
+    """The bytes of a 50 x 40 noise image (it compresses badly, so it is a few KB) in the
+    format of ``suffix``."""
+    Image.fromarray(_rng().integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(
+        folder / f"whole{suffix}")
+    return (folder / f"whole{suffix}").read_bytes()
+
+
 def _truncated_png(folder):
-    pixels = _rng().integers(0, 256, (40, 50, 3), dtype=np.uint8)  # noise: compresses badly
-    Image.fromarray(pixels).save(folder / "whole.png")
-    data = (folder / "whole.png").read_bytes()
+    data = _noise_file(folder, ".png")
     (folder / "cut.png").write_bytes(data[:len(data) // 2])
     return folder / "cut.png", "truncated or corrupt"
 
 
 def _truncated_jpeg(folder):
-    pixels = _rng().integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(folder / "whole.jpg")
-    data = (folder / "whole.jpg").read_bytes()
+    data = _noise_file(folder, ".jpg")
     (folder / "cut.jpg").write_bytes(data[:len(data) // 2])
     return folder / "cut.jpg", "truncated or corrupt"
 
 
 def _corrupt_png(folder):
-    pixels = _rng().integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(folder / "whole.png")
-    data = bytearray((folder / "whole.png").read_bytes())
+    data = bytearray(_noise_file(folder, ".png"))
     data[200] ^= 0xFF  # inside the compressed pixels
     (folder / "flipped.png").write_bytes(bytes(data))
     return folder / "flipped.png", "truncated or corrupt"
