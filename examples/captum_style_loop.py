@@ -15,7 +15,7 @@ from fastobj.loss import targets_of
 from fastobj.render import FFTImage, default_transforms, demo_cnn
 
 model = demo_cnn().requires_grad_(False)
-image = FFTImage(4, 48, generator=torch.Generator().manual_seed(0))
+image = FFTImage(4, 48, seed=0)
 loss_fn = ChannelActivation(model.features[6], 3) - 1e-4 * TotalVariation(image)
 
 torch.manual_seed(0)

@@ -30,7 +30,7 @@ model = demo_cnn().requires_grad_(False)
 objective = lucent_objective(ChannelActivation("features_6", 3) + 10 * Diversity("features_5"))
 
 torch.manual_seed(0)
-image = FFTImage(4, 48, generator=torch.Generator().manual_seed(0))
+image = FFTImage(4, 48, seed=0)
 transform = default_transforms()
 optimizer = torch.optim.Adam(image.parameters(), lr=0.05)
 T, handles = hook_model(model)

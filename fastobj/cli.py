@@ -1,4 +1,5 @@
-"""The ``fastobj`` command: ``fastobj bench``, ``render``, ``layers`` and ``atlas``."""
+"""The ``fastobj`` command: ``fastobj bench``, ``render``, ``accentuate``, ``layers`` and
+``atlas``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="benchmark fastobj against the classic algorithms and torch.compile"))
     render_cli.add_arguments(commands.add_parser(
         "render", help="render feature visualizations of a model"))
+    render_cli.add_accentuate_arguments(commands.add_parser(
+        "accentuate", help="start from a photograph and accentuate what a unit sees in it"))
     render_cli.add_layers_arguments(commands.add_parser(
         "layers", help="list a model's layers with their output shapes"))
     render_cli.add_atlas_arguments(commands.add_parser(

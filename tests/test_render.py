@@ -127,7 +127,7 @@ def test_render_with_pixel_param_sgd_and_callable_optimizer():
 
 def test_image_side_targets():
     model = demo_cnn()
-    param = PixelImage(3, 16, generator=torch.Generator().manual_seed(0))
+    param = PixelImage(3, 16, seed=0)
     seen = {}
 
     class Spy:

@@ -1,9 +1,19 @@
 """Rendering feature visualizations with fastobj objectives.
 
-* :func:`render` runs the optimization loop and returns a :class:`RenderResult`.
-* :mod:`.param`: image parameterizations (:class:`FFTImage`, :class:`PixelImage`).
-* :mod:`.transforms`: per-sample random transforms and :func:`default_transforms`.
-* :mod:`.preprocess`: :class:`Preprocess`, a model's input size and normalisation.
+:func:`render` puts the parts together for the common case and returns a
+:class:`RenderResult`; every part is public, to assemble by hand:
+
+* :mod:`.param`: image objects (:class:`FFTImage`, :class:`PixelImage`, :class:`MacoImage`).
+* :mod:`.views`: :class:`Views`, K random views per image (transforms, then the model's
+  preprocessing); :mod:`.transforms`: the random transforms and the two recipes'
+  (:func:`default_transforms`, :func:`maco_transforms`, :class:`Noise`);
+  :mod:`.preprocess`: :class:`Preprocess`, a model's input size and normalisation.
+* :mod:`.probe`: the model's side (:func:`borrowed`, :func:`run_device`,
+  :func:`check_targets`, :class:`ActivationProbe`).
+* :mod:`.step`: :class:`RenderStep` (one optimisation step) and :func:`make_optimizer`;
+  :mod:`.callbacks`: :func:`run_steps` (the loop) and the callbacks (:class:`ProgressBar`,
+  :class:`Snapshots`, :class:`Transparency`, :class:`EveryStep`).
+* :mod:`.accentuate`: :class:`Anchor`, feature accentuation's penalty.
 * :mod:`.expression`: :func:`parse_objective`, the safe parser behind ``fastobj render``
   (Lucent's ``"layer:channel"`` included).
 * :mod:`.models`: :func:`efficientnet_lite0` (pretrained, offline) and :func:`list_layers`.
@@ -14,7 +24,7 @@
 * :mod:`.imageio`: :func:`load_image`, :func:`save_png` and :func:`save_rgba_png`, with Pillow.
 * :mod:`.spectrum`: :func:`natural_spectrum`, :func:`spectrum_from_images` and
   :func:`resize_spectrum`, magnitude spectra for images optimised in phase only.
-* :mod:`.cli`: the ``fastobj render``, ``layers`` and ``atlas`` commands.
+* :mod:`.cli`: the ``fastobj render``, ``accentuate``, ``layers`` and ``atlas`` commands.
 * :func:`lucent_objective`: use a fastobj objective where Lucent expects an objective function.
 
 Nothing here touches CUDA or Triton at import time.
@@ -25,28 +35,41 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .accentuate import Anchor, fit_picture, load_pictures
 from .atlas import AtlasEntry, AtlasResult, render_atlas
+from .callbacks import (EveryStep, ProgressBar, Snapshots, Transparency, run_steps,
+                        transparency_alpha)
 from .demo import DemoCNN, DemoViT, demo_cnn, demo_vit
 from .expression import OBJECTIVE_NAMES, parse_objective
 from .imageio import ImageFileError, load_image, save_png, save_rgba_png
-from .models import LayerInfo, efficientnet_lite0, list_layers
-from .param import FFTImage, ImageParameterization, PixelImage, make_parameterization
+from .models import LayerInfo, efficientnet_lite, efficientnet_lite0, list_layers
+from .param import (FFTImage, ImageParameterization, MacoImage, PixelImage,
+                    make_parameterization)
 from .png import make_grid, upscale
 from .preprocess import Preprocess, model_preprocess
-from .runner import IMAGE_TARGET, RenderResult, render
+from .probe import IMAGE_TARGET, ActivationProbe, borrowed, check_targets, run_device
+from .runner import RECIPES, Recipe, RenderResult, render
 from .spectrum import natural_spectrum, resize_spectrum, spectrum_from_images
-from .transforms import (Jitter, Pad, RandomAffine, RandomRotation, RandomScale, RandomTransform,
-                         default_transforms, seed_transforms)
+from .step import RenderStep, StepState, make_optimizer
+from .transforms import (Jitter, Noise, Pad, RandomAffine, RandomCrop, RandomRotation,
+                         RandomScale, RandomTransform, default_transforms, draws_from,
+                         maco_transforms)
+from .views import Views, split_view_sets
 
 __all__ = [
-    "render", "RenderResult", "IMAGE_TARGET",
-    "ImageParameterization", "FFTImage", "PixelImage", "make_parameterization",
+    "render", "RenderResult", "IMAGE_TARGET", "RECIPES", "Recipe",
+    "ImageParameterization", "FFTImage", "PixelImage", "MacoImage", "make_parameterization",
+    "Views", "split_view_sets",
     "RandomTransform", "Pad", "Jitter", "RandomScale", "RandomRotation", "RandomAffine",
-    "default_transforms",
-    "seed_transforms",
-    "parse_objective", "OBJECTIVE_NAMES",
+    "RandomCrop", "Noise", "default_transforms", "maco_transforms", "draws_from",
     "Preprocess", "model_preprocess",
-    "efficientnet_lite0", "list_layers", "LayerInfo",
+    "ActivationProbe", "borrowed", "check_targets", "run_device",
+    "RenderStep", "StepState", "make_optimizer",
+    "run_steps", "ProgressBar", "Snapshots", "Transparency", "EveryStep",
+    "transparency_alpha",
+    "Anchor", "fit_picture", "load_pictures",
+    "parse_objective", "OBJECTIVE_NAMES",
+    "efficientnet_lite", "efficientnet_lite0", "list_layers", "LayerInfo",
     "render_atlas", "AtlasEntry", "AtlasResult",
     "DemoCNN", "demo_cnn", "DemoViT", "demo_vit",
     "make_grid", "upscale", "save_png", "save_rgba_png", "load_image", "ImageFileError",

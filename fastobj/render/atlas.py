@@ -7,6 +7,7 @@ It writes into a directory::
 
     atlas.json          the settings (a rerun with other settings is refused)
     images/channel_0017.png    each channel's image
+    transparency/channel_0017.png  its transparency map as alpha (``transparency=True``)
     batches/batch_00002.pt     each finished batch: images and activations (for resuming)
     atlas.csv           channel, activation, grey_activation (once every channel is done)
     atlas.png           the labelled grid (once every channel is done)
@@ -35,17 +36,20 @@ from torch import nn
 
 from ..hooks import collect_activations, resolve_target
 from ..objectives import ChannelActivation
-from .imageio import save_png
-from .param import _pair
+from .imageio import save_png, save_rgba_png, write_atomically
+from .param import pair
 from .png import make_grid, upscale
 from .preprocess import model_preprocess
-from .runner import _borrowed, _pick_device, render
+from .callbacks import transparency_alpha
+from .probe import borrowed, run_device
+from .runner import RECIPES, render
 
 __all__ = ["AtlasEntry", "AtlasResult", "parse_channels", "channel_means", "render_atlas"]
 
 SETTINGS_FILE = "atlas.json"
 CSV_FILE = "atlas.csv"
 GRID_FILE = "atlas.png"
+TRANSPARENCY_DIR = "transparency"
 
 
 @dataclass
@@ -103,17 +107,10 @@ def channel_means(model: nn.Module, layer: Any, images: torch.Tensor,
                   preprocess: Any = None) -> torch.Tensor:
     """``(B, C)`` float64: every channel of ``layer`` averaged over positions, for each image
     (after ``preprocess``, in eval mode, without gradients)."""
-    with _borrowed(model), torch.no_grad():
+    with borrowed(model), torch.no_grad():
         model_input = images if preprocess is None else preprocess(images)
         acts = collect_activations(model, layer, model_input)[layer]
     return acts.double().flatten(2).mean(dim=2) if acts.dim() > 2 else acts.double()
-
-
-def _write_atomically(path: str, write: Any) -> None:
-    """Write through a temporary file, then rename: readers never see half a file."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    write(temporary)
-    os.replace(temporary, path)
 
 
 def _check_settings(out_dir: str, settings: Dict[str, Any], writer: bool) -> None:
@@ -130,7 +127,7 @@ def _check_settings(out_dir: str, settings: Dict[str, Any], writer: bool) -> Non
         def write(tmp: str) -> None:
             with open(tmp, "w") as f:
                 json.dump(settings, f, indent=1)
-        _write_atomically(path, write)
+        write_atomically(path, write)
 
 
 def _batch_path(out_dir: str, k: int) -> str:
@@ -154,8 +151,10 @@ def _rank_and_world() -> Tuple[int, int]:
 
 def render_atlas(model: nn.Module, layer: str, out_dir: str,
                  channels: Union[None, str, Sequence[int]] = None, *, batch_size: int = 16,
-                 image_size: int = 128, steps: int = 256, lr: float = 0.05, seed: int = 0,
-                 param: str = "fft", decorrelate: bool = True, preprocess: Any = "model",
+                 image_size: Optional[int] = None, steps: int = 256, lr: Optional[float] = None,
+                 seed: int = 0, param: str = "fft", decorrelate: bool = True,
+                 views: Optional[int] = None, transparency: bool = False,
+                 max_batch: Optional[int] = None, preprocess: Any = "model",
                  device: Union[None, str, torch.device] = None, scale: int = 1,
                  progress: bool = True,
                  identity: Optional[Mapping[str, Any]] = None) -> AtlasResult:
@@ -166,8 +165,10 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
         out_dir: the atlas directory (created; reused to resume).
         channels: a list of channels, a :func:`parse_channels` string, or None for all.
         batch_size: channels rendered together (one per sample).
-        image_size, steps, lr, seed, param, decorrelate, preprocess, device: as for
-            :func:`~fastobj.render.render` (the default random transforms are used).
+        image_size, steps, lr, seed, param, decorrelate, views, max_batch, preprocess, device:
+            as for :func:`~fastobj.render.render` (with the image kind's recipe of views).
+        transparency: also write each channel's transparency map, as an RGBA PNG in
+            ``transparency/`` (the render as colour, the map as alpha).
         scale: the grid PNG is enlarged this many times (nearest neighbour).
         progress: a progress bar over channels, with an ETA (rank 0 only).
         identity: extra settings a resume must match, such as the model's name.
@@ -175,19 +176,24 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
     Returns:
         an :class:`AtlasResult`: one :class:`AtlasEntry` per channel, and the time taken.
     """
+    if param not in RECIPES:
+        raise ValueError(f"render_atlas: param must be one of {', '.join(RECIPES)}, got "
+                         f"{param!r}")
+    if image_size is None:
+        image_size = RECIPES[param].image_size
     for name, value in (("batch_size", batch_size), ("image_size", image_size),
                         ("scale", scale)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"render_atlas: {name} must be a positive int, got {value!r}")
     resolve_target(model, layer, "render_atlas")
-    run_device = _pick_device(model, device)
+    device = run_device(model, device)
     if isinstance(preprocess, str) and preprocess == "model":
         preprocess = model_preprocess(model)
     if isinstance(preprocess, nn.Module):
-        preprocess = preprocess.to(run_device)
-    height, width = _pair(image_size)
+        preprocess = preprocess.to(device)
+    height, width = pair(image_size, "render_atlas")
     grey = channel_means(model, layer, torch.full((1, 3, height, width), 0.5,
-                                                  device=run_device), preprocess)[0]
+                                                  device=device), preprocess)[0]
     if channels is None or isinstance(channels, str):
         channels = parse_channels(channels, grey.numel())
     else:
@@ -195,7 +201,8 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
     rank, world = _rank_and_world()
     settings = {"layer": layer, "channels": channels, "batch_size": batch_size,
                 "image_size": image_size, "steps": steps, "lr": lr, "seed": seed,
-                "param": param, "decorrelate": decorrelate, **dict(identity or {})}
+                "param": param, "decorrelate": decorrelate, "views": views,
+                "transparency": transparency, **dict(identity or {})}
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     os.makedirs(os.path.join(out_dir, "batches"), exist_ok=True)
     _check_settings(out_dir, settings, writer=rank == 0)
@@ -216,8 +223,9 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
         for k in todo:
             _render_batch(model, layer, out_dir, k, batches[k], grey, bar, len(batches),
                           image_size=image_size, steps=steps, lr=lr, seed=seed + k,
-                          param=param, decorrelate=decorrelate, preprocess=preprocess,
-                          device=run_device)
+                          param=param, decorrelate=decorrelate, views=views,
+                          transparency=transparency, max_batch=max_batch,
+                          preprocess=preprocess, device=device)
     finally:
         if bar is not None:
             bar.close()
@@ -255,7 +263,14 @@ def _render_batch(model: nn.Module, layer: str, out_dir: str, k: int, channels: 
         save_png(image, os.path.join(out_dir, "images", f"channel_{channel:04d}.png"))
     record = {"channels": index, "activation": activation, "grey": grey.cpu()[index],
               "images": (result.images.clamp(0, 1) * 255).round().to(torch.uint8)}
-    _write_atomically(_batch_path(out_dir, k), lambda tmp: torch.save(record, tmp))
+    if result.transparency is not None:
+        alpha = transparency_alpha(result.transparency)
+        os.makedirs(os.path.join(out_dir, TRANSPARENCY_DIR), exist_ok=True)
+        for channel, image, mask in zip(channels, result.images, alpha):
+            save_rgba_png(image, mask, os.path.join(out_dir, TRANSPARENCY_DIR,
+                                                    f"channel_{channel:04d}.png"))
+        record["alpha"] = (alpha * 255).round().to(torch.uint8)
+    write_atomically(_batch_path(out_dir, k), lambda tmp: torch.save(record, tmp))
     if bar is not None:
         bar.update(len(channels))
 
@@ -270,7 +285,7 @@ def _write_summary(out_dir: str, entries: List[AtlasEntry], images: torch.Tensor
             for e in entries:
                 writer.writerow([e.channel, f"{e.activation:.6g}", f"{e.grey_activation:.6g}"])
 
-    _write_atomically(os.path.join(out_dir, CSV_FILE), write_csv)
+    write_atomically(os.path.join(out_dir, CSV_FILE), write_csv)
     grid = make_grid(images.float() / 255, labels=[str(e.channel) for e in entries])
-    _write_atomically(os.path.join(out_dir, GRID_FILE),
+    write_atomically(os.path.join(out_dir, GRID_FILE),
                       lambda tmp: save_png(upscale(grid, scale), tmp))

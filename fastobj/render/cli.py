@@ -1,9 +1,11 @@
-"""The ``fastobj render``, ``fastobj layers`` and ``fastobj atlas`` commands.
+"""The ``fastobj render``, ``accentuate``, ``layers`` and ``atlas`` commands.
 
 Examples (the built-in demo CNN; ``--model efficientnet_lite0`` for the pretrained network)::
 
     fastobj render "ChannelActivation('features.6', 3)" --batch-size 6 --size 96 \\
         --steps 128 --out render.png
+    fastobj render features.6:3 --param maco --views 4 --transparency --out maco.png
+    fastobj accentuate photo.jpg features.6:3 --size 96 --steps 64 --out accent.png
     fastobj layers
     fastobj atlas features.6 --channels 0:16 --size 64 --steps 64 --out atlas/
 
@@ -12,8 +14,8 @@ an expression outside the accepted grammar, a target that names no submodule, an
 does not fit its layer's activations, such as a channel index past the layer's channels) print
 one line to stderr and exit with status 2, without a traceback.
 
-The PNG is written by :mod:`fastobj.render.png` (zlib + the Paeth filter), so no imaging
-library is needed.
+A photograph that cannot be read (missing, corrupt, not an image, too large) is one such
+error, reported before the model is built; nothing is written.
 """
 from __future__ import annotations
 
@@ -31,11 +33,17 @@ from ..loss import targets_of
 from .expression import parse_objective
 from .imageio import save_png
 from .models import NAMED_MODELS, format_layers, list_layers
+from .imageio import ImageFileError, save_png, save_rgba_png
 from .png import make_grid, upscale
 from .preprocess import model_preprocess, parse_normalize
-from .runner import _check_target_names, render
+from .probe import check_targets
+from .accentuate import load_pictures
+from .callbacks import transparency_alpha
+from .runner import RECIPES, render
+from .step import OPTIMIZERS
 
-__all__ = ["add_arguments", "run", "add_layers_arguments", "run_layers", "add_atlas_arguments",
+__all__ = ["add_arguments", "run", "add_accentuate_arguments", "run_accentuate",
+           "add_layers_arguments", "run_layers", "add_atlas_arguments",
            "run_atlas", "make_grid", "save_png", "load_model", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "fastobj.render.demo:demo_cnn"
@@ -65,16 +73,32 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="device to run on (default: cuda if available, else cpu)")
 
 
-def _add_image_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """The options of the optimization shared by ``render`` and ``atlas``."""
+def _add_image_arguments(parser: argparse.ArgumentParser, batch_size: int,
+                         size: Optional[int] = None) -> None:
+    """The options of the optimization shared by ``render``, ``accentuate`` and ``atlas``."""
     parser.add_argument("--batch-size", type=int, default=batch_size,
                         help=f"images rendered together (default {batch_size})")
     parser.add_argument("--steps", type=int, default=256, help="optimizer steps (default 256)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    parser.add_argument("--size", type=int, default=size,
+                        help=f"image side in pixels (default {size})" if size else
+                        "image side in pixels (default 128; 512 with --param maco)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
-    parser.add_argument("--param", choices=("fft", "pixel"), default="fft",
-                        help="image parameterization (default fft)")
+    parser.add_argument("--param", choices=tuple(RECIPES), default="fft",
+                        help="image: fft (1/f spectrum), pixel, or maco (phase only, natural "
+                             "magnitude; also picks MACO's recipe of optimizer, learning rate "
+                             "and crops); default fft")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default 0.05; 1.0 with --param maco)")
+    parser.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=None,
+                        help="optimizer (default adam; nadam with --param maco)")
+    parser.add_argument("--views", type=int, default=None, metavar="K",
+                        help="random views of each image per step, evaluated as one batch "
+                             "(default 1; 6 crops with --param maco)")
+    parser.add_argument("--max-batch", type=int, default=None, metavar="N",
+                        help="at most N model inputs per forward pass (whole view sets; bounds "
+                             "memory, not the result); default all views at once")
+    parser.add_argument("--transparency", action="store_true",
+                        help="also accumulate |d loss / d image| and write it (see below)")
     parser.add_argument("--no-decorrelate", action="store_true",
                         help="optimize RGB directly instead of decorrelated colour channels")
     parser.add_argument("--scale", type=int, default=1, metavar="K",
@@ -96,10 +120,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_image_arguments(parser, batch_size=8)
     parser.add_argument("--stop-early", action="store_true",
                         help="stop each forward pass after the deepest target layer")
-    parser.add_argument("--out", default="render.png", help="output PNG (a grid of the batch)")
+    parser.add_argument("--out", default="render.png",
+                        help="output PNG (a grid of the batch); with --transparency also "
+                             "OUT_rgba.png (the map as alpha) and OUT_transparency.npy (the raw "
+                             "(B, 3, H, W) map)")
     parser.add_argument("--save-at", default=None, metavar="N,N,...",
                         help="also write the grid after these step counts, as OUT_0032.png ...")
     parser.set_defaults(run=run)
+
+
+def add_accentuate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``accentuate`` options to ``parser``; ``args.run`` becomes :func:`run_accentuate`."""
+    parser.add_argument("photo", metavar="PHOTO",
+                        help="the photograph to start from (PNG, JPEG, ...; converted to RGB; "
+                             "cropped about its centre to a square of --size pixels); with "
+                             "--batch-size B, every sample starts from it (for a per-sample "
+                             "objective)")
+    parser.add_argument("expression", metavar="OBJECTIVE",
+                        help="objective expression or LAYER:CHANNEL, as for fastobj render")
+    _add_model_arguments(parser)
+    _add_image_arguments(parser, batch_size=1, size=224)
+    parser.add_argument("--anchor-layer", default=None, metavar="LAYER",
+                        help="the layer whose activations stay near the photograph's (default: "
+                             "the objective's first layer)")
+    parser.add_argument("--anchor-weight", type=float, default=1.0, metavar="ALPHA",
+                        help="weight of the anchor after automatic balancing (default 1; 0 "
+                             "turns it off)")
+    parser.add_argument("--stop-early", action="store_true",
+                        help="stop each forward pass after the deepest layer used")
+    parser.add_argument("--out", default="accentuated.png",
+                        help="output PNG: the photograph, then each accentuated image")
+    parser.set_defaults(run=run_accentuate, save_at=None)
 
 
 def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +170,8 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_arguments(parser)
     _add_image_arguments(parser, batch_size=16)
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="atlas directory (images, CSV, grid); a rerun resumes it")
+                        help="atlas directory (images, CSV, grid; transparency/ with "
+                             "--transparency); a rerun resumes it")
     parser.set_defaults(run=run_atlas)
 
 
@@ -221,9 +273,18 @@ def _prepare_model(args: argparse.Namespace):
 
 def _check_counts(args: argparse.Namespace) -> None:
     for name, value, low in (("--batch-size", args.batch_size, 1), ("--steps", args.steps, 0),
-                             ("--size", args.size, 1), ("--scale", args.scale, 1)):
-        if value < low:
+                             ("--size", args.size, 1), ("--scale", args.scale, 1),
+                             ("--views", args.views, 1), ("--max-batch", args.max_batch, 1)):
+        if value is not None and value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
+
+
+def _render_options(args: argparse.Namespace) -> dict:
+    """The :func:`~fastobj.render.render` arguments that the image options set."""
+    return dict(image_size=args.size, steps=args.steps, seed=args.seed, param=args.param,
+                lr=args.lr, optimizer=args.optimizer, views=args.views,
+                max_batch=args.max_batch, transparency=args.transparency,
+                decorrelate=not args.no_decorrelate)
 
 
 def _save_at(spec: Optional[str], steps: int) -> List[int]:
@@ -256,7 +317,7 @@ def _prepare(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
     model, device, preprocess = _prepare_model(args)
     try:
-        _check_target_names(model, targets_of(objective))
+        check_targets(model, targets_of(objective))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return model, objective, device, preprocess, save_at
@@ -264,6 +325,31 @@ def _prepare(args: argparse.Namespace):
 
 def _write_grid(images: torch.Tensor, path: str, scale: int) -> None:
     save_png(upscale(make_grid(images), scale), path)
+
+
+def _write_transparency(result: Any, out: str, scale: int) -> List[str]:
+    """``OUT_rgba.png`` (the grid with each image's map as alpha) and
+    ``OUT_transparency.npy`` (the raw summed gradients); returns the paths written."""
+    import numpy as np
+
+    stem, _ = os.path.splitext(out)
+    alpha = transparency_alpha(result.transparency).unsqueeze(1)
+    rgba = torch.cat([result.images.clamp(0, 1), alpha], dim=1)
+    grid = upscale(make_grid(rgba), scale)
+    png, npy = f"{stem}_rgba.png", f"{stem}_transparency.npy"
+    save_rgba_png(grid[:3], grid[3], png)
+    np.save(npy, result.transparency.numpy())
+    return [png, npy]
+
+
+def _summary(out: str, result: Any, device: torch.device, extra: List[str]) -> str:
+    b, _, h, w = result.images.shape
+    last = f"{result.history[-1]:.4g}" if result.history else "n/a"
+    per_step = result.seconds / max(result.steps, 1)
+    also = f" (and {', '.join(extra)})" if extra else ""
+    return (f"wrote {out}{also}: {b} images of {h}x{w}, {result.steps} steps of {result.views} "
+            f"view(s) each on {device} in {result.seconds:.1f} s ({per_step * 1e3:.0f} ms/step), "
+            f"final loss {last}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -282,15 +368,14 @@ def run(args: argparse.Namespace) -> int:
             _write_grid(images.cpu(), numbered(step), args.scale)
 
     try:
-        result = render(model, objective, batch_size=args.batch_size, image_size=args.size,
-                        steps=args.steps, lr=args.lr, seed=args.seed, device=device,
-                        param=args.param, decorrelate=not args.no_decorrelate,
+        result = render(model, objective, batch_size=args.batch_size, device=device,
                         preprocess=preprocess, stop_early=args.stop_early,
                         progress=not args.no_progress, thresholds=[0] if 0 in save_at else [],
-                        callback=write_when_asked if save_at else None)
+                        callback=write_when_asked if save_at else None, **_render_options(args))
         if 0 in save_at:
             _write_grid(result.intermediate[0], numbered(0), args.scale)
         _write_grid(result.images, args.out, args.scale)
+        extra = _write_transparency(result, args.out, args.scale) if args.transparency else []
     except KeyboardInterrupt:
         print("fastobj render: interrupted", file=sys.stderr)
         return 130
@@ -298,11 +383,48 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"--out {args.out!r}: {exc.strerror or exc}")
     except (ValueError, IndexError) as exc:  # the objective does not fit the model's outputs
         return _error(_first_line(exc))
-    last = f"{result.history[-1]:.4g}" if result.history else "n/a"
-    per_step = result.seconds / max(result.steps, 1)
-    print(f"wrote {args.out}: {args.batch_size} images of {args.size}x{args.size}, "
-          f"{result.steps} steps on {device} in {result.seconds:.1f} s "
-          f"({per_step * 1e3:.0f} ms/step), final loss {last}")
+    print(_summary(args.out, result, device, extra))
+    return 0
+
+
+def run_accentuate(args: argparse.Namespace) -> int:
+    """Run ``fastobj accentuate``: start from a photograph and push the objective, with an
+    anchor keeping a layer near the photograph's activations."""
+    try:
+        _check_counts(args)
+        photo = load_pictures([args.photo], args.size)  # a bad file stops here, before the model
+        try:
+            objective = parse_objective(args.expression)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        model, device, preprocess = _prepare_model(args)
+        try:
+            check_targets(model, targets_of(objective)
+                          + ([args.anchor_layer] if args.anchor_layer else []))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    except ImageFileError as exc:
+        return _error(str(exc), "accentuate")
+    except UsageError as exc:
+        return _error(str(exc), "accentuate")
+    options = _render_options(args)
+    options["image_size"] = tuple(photo.shape[-2:])
+    try:
+        result = render(model, objective, batch_size=args.batch_size, device=device,
+                        preprocess=preprocess, stop_early=args.stop_early,
+                        progress=not args.no_progress, start=photo,
+                        anchor_layer=args.anchor_layer, anchor_weight=args.anchor_weight,
+                        **options)
+        _write_grid(torch.cat([photo, result.images]), args.out, args.scale)
+        extra = _write_transparency(result, args.out, args.scale) if args.transparency else []
+    except KeyboardInterrupt:
+        print("fastobj accentuate: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        return _error(f"--out {args.out!r}: {exc.strerror or exc}", "accentuate")
+    except (ValueError, IndexError) as exc:
+        return _error(_first_line(exc), "accentuate")
+    print(_summary(args.out, result, device, extra))
     return 0
 
 
@@ -345,7 +467,7 @@ def run_atlas(args: argparse.Namespace) -> int:
     try:
         _check_counts(args)
         model, device, preprocess = _prepare_model(args)
-        _check_target_names(model, [args.layer])
+        check_targets(model, [args.layer])
     except (UsageError, ValueError) as exc:
         return _error(str(exc), "atlas")
     device, started = _start_distributed(device)
@@ -354,12 +476,13 @@ def run_atlas(args: argparse.Namespace) -> int:
     identity = {"model": args.model, "weights": args.weights, "normalize": args.normalize,
                 "model_size": args.model_size}
     try:
+        options = _render_options(args)
+        if options.pop("optimizer") is not None:
+            raise ValueError("--optimizer is not an atlas option (the recipe's is used)")
         atlas = render_atlas(model, args.layer, args.out, args.channels,
-                               batch_size=args.batch_size, image_size=args.size,
-                               steps=args.steps, lr=args.lr, seed=args.seed, param=args.param,
-                               decorrelate=not args.no_decorrelate, preprocess=preprocess,
-                               device=device, scale=args.scale, progress=not args.no_progress,
-                               identity=identity)
+                             batch_size=args.batch_size, preprocess=preprocess, device=device,
+                             scale=args.scale, progress=not args.no_progress,
+                             identity=identity, **options)
     except KeyboardInterrupt:
         print("fastobj atlas: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -1,25 +1,30 @@
-"""Image parameterizations: modules whose ``forward()`` returns a batch of RGB images.
+"""Image objects: modules whose ``forward()`` returns the batch of images being optimised.
 
-Every parameterization here is an ``nn.Module`` with no input: calling it returns a
-``(B, 3, H, W)`` tensor with values in ``[0, 1]``, differentiable with respect to the module's
-parameters, which are what the optimizer changes. Two bases are offered:
+Every image object is an ``nn.Module`` with no input. Calling it returns a ``(B, 3, H, W)``
+tensor in its value range (``[0, 1]`` by default), differentiable with respect to the module's
+parameters, which are what the optimizer changes. It knows its batch size, its size, the seed
+its start was drawn from and its value range. Three bases are offered:
 
-* :class:`PixelImage` optimizes one value per pixel and channel.
-* :class:`FFTImage` optimizes the image's 2-D real Fourier spectrum, with every frequency's
-  coefficient scaled by ``1 / frequency ** decay_power``. Gradient steps then change low
-  frequencies more than high ones, which gives smoother, more natural-looking images than
-  pixels do for the same number of steps.
+* :class:`PixelImage` optimises one value per pixel and channel.
+* :class:`FFTImage` optimises the image's 2-D real Fourier spectrum, with every frequency's
+  coefficient scaled by ``1 / frequency ** decay_power``, so gradient steps change low
+  frequencies more than high ones: smoother, more natural images than pixels give.
+* :class:`MacoImage` optimises only the *phase* of the spectrum; the magnitude is fixed to the
+  spectrum of natural images (magnitude-constrained optimisation, "MACO"), which keeps the
+  image's power at every frequency natural whatever the objective asks for.
 
-Both end with the same colour stage: optionally a fixed linear map that gives the three raw
-channels the colour correlations of natural images (``decorrelate=True``), then a sigmoid into
-``[0, 1]``. The optimizer therefore works on roughly decorrelated colour channels.
+All end with the same colour stage: optionally a fixed linear map that gives the three raw
+channels the colour correlations of natural images (``decorrelate=True``), then a sigmoid
+scaled into the value range. The optimizer therefore works on roughly decorrelated channels.
 
-Each of the B samples has its own random start, drawn from a ``torch.Generator`` (seeded by the
-caller) on the CPU, so a seed gives the same start on every device.
+Each of the B samples has its own random start, drawn from a CPU ``torch.Generator`` seeded
+with ``seed``, so a seed gives the same start on every device. :meth:`ImageParameterization.
+start_from` instead sets the parameters so that the images equal given pictures (a photograph
+to accentuate, say).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -29,11 +34,15 @@ __all__ = [
     "ImageParameterization",
     "PixelImage",
     "FFTImage",
+    "MacoImage",
+    "IMAGE_KINDS",
     "decorrelate_colors",
     "make_parameterization",
+    "pair",
 ]
 
 Size = Union[int, Sequence[int]]
+ValueRange = Tuple[float, float]
 
 # Square root (via SVD) of the channel covariance of ImageNet RGB pixels, as estimated for Lucid.
 # Column j is the RGB colour that raw channel j contributes.
@@ -42,6 +51,9 @@ COLOR_CORRELATION_SVD_SQRT = torch.tensor([
     [0.27, 0.00, -0.05],
     [0.27, -0.09, 0.03],
 ])
+
+#: Keeps the logit of a start picture finite where it is exactly 0 or 1 (half an 8-bit step).
+_START_MARGIN = 0.5 / 255
 
 
 def _color_matrix() -> torch.Tensor:
@@ -56,63 +68,115 @@ def decorrelate_colors(raw: torch.Tensor, matrix: Optional[torch.Tensor] = None)
     return torch.einsum("ij,bjhw->bihw", m.to(device=raw.device, dtype=raw.dtype), raw)
 
 
-def _pair(size: Size) -> Tuple[int, int]:
-    if isinstance(size, int):
+def pair(size: Size, owner: str = "image") -> Tuple[int, int]:
+    """``(H, W)`` from an int (square) or a pair; both must be positive."""
+    if isinstance(size, int) and not isinstance(size, bool):
         h = w = size
     else:
-        h, w = (int(s) for s in size)
+        try:
+            h, w = (int(s) for s in size)
+        except (TypeError, ValueError):
+            raise ValueError(f"{owner}: size must be an int or (H, W), got {size!r}") from None
     if h < 1 or w < 1:
-        raise ValueError(f"image size must be positive, got {size!r}")
+        raise ValueError(f"{owner}: size must be positive, got {size!r}")
     return h, w
 
 
 class ImageParameterization(nn.Module):
-    """Base class: a batch of ``batch`` images of size ``size`` (int or ``(H, W)``).
+    """Base class: ``batch`` images of ``size`` (int or ``(H, W)``) in ``value_range``.
 
-    Subclasses implement :meth:`raw`, which returns unbounded ``(B, 3, H, W)`` values; the base
-    class applies the colour stage (optional decorrelation, then a sigmoid).
+    Subclasses implement :meth:`raw`, which returns unbounded ``(B, 3, H, W)`` values, and
+    :meth:`_set_raw`, its inverse for :meth:`start_from`; the base class applies the colour
+    stage (optional decorrelation, then a sigmoid scaled into ``value_range``).
     """
 
-    def __init__(self, batch: int, size: Size, decorrelate: bool = True) -> None:
+    def __init__(self, batch: int, size: Size, decorrelate: bool = True,
+                 seed: Optional[int] = None, value_range: ValueRange = (0.0, 1.0)) -> None:
         super().__init__()
-        if batch < 1:
-            raise ValueError(f"batch must be at least 1, got {batch}")
-        self.batch = int(batch)
-        self.height, self.width = _pair(size)
+        name = type(self).__name__
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"{name}: batch must be a positive int, got {batch!r}")
+        low, high = (float(v) for v in value_range)
+        if not low < high:
+            raise ValueError(f"{name}: value_range must be (low, high) with low < high, got "
+                             f"{value_range!r}")
+        self.batch = batch
+        self.height, self.width = pair(size, name)
         self.decorrelate = bool(decorrelate)
+        self.seed = None if seed is None else int(seed)
+        self.value_range = (low, high)
         self.register_buffer("color_matrix", _color_matrix(), persistent=False)
 
+    @property
+    def size(self) -> Tuple[int, int]:
+        return self.height, self.width
+
+    def _generator(self) -> Optional[torch.Generator]:
+        """A fresh CPU generator seeded with ``seed`` (None: torch's global RNG)."""
+        return None if self.seed is None else torch.Generator().manual_seed(self.seed)
+
     def raw(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _set_raw(self, raw: torch.Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self) -> torch.Tensor:
         x = self.raw()
         if self.decorrelate:
             x = decorrelate_colors(x, self.color_matrix)
-        return torch.sigmoid(x)
+        low, high = self.value_range
+        return low + (high - low) * torch.sigmoid(x)
+
+    @torch.no_grad()
+    def start_from(self, images: torch.Tensor) -> "ImageParameterization":
+        """Set the parameters so that ``self()`` equals ``images`` (``(B, 3, H, W)`` or one
+        ``(3, H, W)`` picture for every sample, in the value range); returns ``self``.
+
+        Values at the ends of the range are moved half an 8-bit step inside it, where the
+        sigmoid can still move them.
+        """
+        name = type(self).__name__
+        if images.dim() == 3:
+            images = images.unsqueeze(0).expand(self.batch, -1, -1, -1)
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, self.height, self.width) or \
+                images.shape[0] != self.batch:
+            raise ValueError(f"{name}.start_from: expected images of shape ({self.batch}, 3, "
+                             f"{self.height}, {self.width}), got {tuple(images.shape)}")
+        low, high = self.value_range
+        unit = ((images.double() - low) / (high - low)).clamp(_START_MARGIN, 1 - _START_MARGIN)
+        x = torch.logit(unit)
+        if self.decorrelate:
+            x = decorrelate_colors(x, torch.linalg.inv(self.color_matrix.double().cpu()))
+        self._set_raw(x.to(self.color_matrix.device))
+        return self
 
     def extra_repr(self) -> str:
         return (f"batch={self.batch}, size=({self.height}, {self.width}), "
-                f"decorrelate={self.decorrelate}")
+                f"decorrelate={self.decorrelate}, seed={self.seed}, "
+                f"value_range={self.value_range}")
 
 
 class PixelImage(ImageParameterization):
     """One free value per pixel and channel, initialised from ``N(0, sd²)``.
 
-    With the default small ``sd`` every sample starts as a slightly noisy mid-grey image.
+    With the default small ``sd`` every sample starts as a slightly noisy mid-range image.
     """
 
     def __init__(self, batch: int, size: Size, decorrelate: bool = True, sd: float = 0.01,
-                 generator: Optional[torch.Generator] = None) -> None:
-        super().__init__(batch, size, decorrelate)
+                 seed: Optional[int] = None, value_range: ValueRange = (0.0, 1.0)) -> None:
+        super().__init__(batch, size, decorrelate, seed, value_range)
         shape = (self.batch, 3, self.height, self.width)
-        self.pixels = nn.Parameter(torch.randn(shape, generator=generator) * sd)
+        self.pixels = nn.Parameter(torch.randn(shape, generator=self._generator()) * sd)
 
     def raw(self) -> torch.Tensor:
         return self.pixels
 
+    def _set_raw(self, raw: torch.Tensor) -> None:
+        self.pixels.copy_(raw)
 
-def _spectrum_scale(height: int, width: int, decay_power: float) -> torch.Tensor:
+
+def spectrum_scale(height: int, width: int, decay_power: float) -> torch.Tensor:
     """``1 / max(f, 1/max(H, W)) ** decay_power`` for the ``(H, W//2 + 1)`` rfft frequencies."""
     fy = torch.fft.fftfreq(height)[:, None]
     fx = torch.fft.rfftfreq(width)[None, :]
@@ -133,39 +197,101 @@ class FFTImage(ImageParameterization):
     output_scale = 4.0
 
     def __init__(self, batch: int, size: Size, decorrelate: bool = True, sd: float = 0.01,
-                 decay_power: float = 1.0, generator: Optional[torch.Generator] = None) -> None:
-        super().__init__(batch, size, decorrelate)
+                 decay_power: float = 1.0, seed: Optional[int] = None,
+                 value_range: ValueRange = (0.0, 1.0)) -> None:
+        super().__init__(batch, size, decorrelate, seed, value_range)
         self.decay_power = float(decay_power)
         self.register_buffer(
-            "scale", _spectrum_scale(self.height, self.width, self.decay_power), persistent=False)
+            "scale", spectrum_scale(self.height, self.width, self.decay_power), persistent=False)
         shape = (self.batch, 3, self.height, self.width // 2 + 1, 2)
-        self.spectrum = nn.Parameter(torch.randn(shape, generator=generator) * sd)
+        self.spectrum = nn.Parameter(torch.randn(shape, generator=self._generator()) * sd)
 
     def raw(self) -> torch.Tensor:
         coeffs = torch.view_as_complex(self.spectrum) * self.scale
         image = torch.fft.irfft2(coeffs, s=(self.height, self.width), norm="ortho")
         return image / self.output_scale
 
+    def _set_raw(self, raw: torch.Tensor) -> None:
+        coeffs = torch.fft.rfft2(raw * self.output_scale, norm="ortho") / self.scale.to(raw)
+        self.spectrum.copy_(torch.view_as_real(coeffs))
+
     def extra_repr(self) -> str:
         return super().extra_repr() + f", decay_power={self.decay_power}"
 
 
-_PARAMS = {"fft": FFTImage, "pixel": PixelImage}
+def _standardize(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean and unit standard deviation over each sample (all but the batch axis)."""
+    dims = tuple(range(1, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    return (x - mean) / x.std(dim=dims, keepdim=True).clamp_min(1e-12)
+
+
+class MacoImage(ImageParameterization):
+    """Magnitude-constrained image: only the phase of the spectrum is optimised.
+
+    The parameter ``phase`` (``(B, 3, H, W//2 + 1)``, drawn from ``N(0, 1)``) is standardised
+    per sample and combined with a fixed magnitude ``r`` into the half-spectrum ``r·e^{iφ}``;
+    its inverse real FFT is standardised per sample, then goes through the colour stage. ``r``
+    is the mean Fourier magnitude of natural photographs in the decorrelated colour basis
+    (:func:`fastobj.render.spectrum.natural_spectrum`, resized to the image), or the
+    ``magnitude`` given (``(3, H, W//2 + 1)``, for instance from
+    :func:`fastobj.render.spectrum.spectrum_from_images` on your own pictures). Since the image
+    is standardised, only the shape of ``r`` matters, not its scale.
+
+    Both standardisations are per sample (the published recipe standardises over the whole
+    tensor), so a sample's image never depends on the rest of the batch.
+
+    Feature visualisation with this image follows the recipe of Fel et al. (NeurIPS 2023):
+    NAdam at learning rate 1.0, several random crops per step (see
+    :func:`fastobj.render.transforms.maco_transforms`), a 512-pixel canvas;
+    :func:`fastobj.render.render` applies those defaults for ``param="maco"``.
+
+    A MACO image cannot start from a photograph: its magnitude is fixed, so it can never equal
+    one (:meth:`start_from` raises ``ValueError``); accentuate with :class:`FFTImage`.
+    """
+
+    def __init__(self, batch: int, size: Size, decorrelate: bool = True,
+                 magnitude: Optional[torch.Tensor] = None, seed: Optional[int] = None,
+                 value_range: ValueRange = (0.0, 1.0)) -> None:
+        super().__init__(batch, size, decorrelate, seed, value_range)
+        half = (3, self.height, self.width // 2 + 1)
+        if magnitude is None:
+            from .spectrum import natural_spectrum
+
+            magnitude = natural_spectrum(self.height, self.width)
+        magnitude = torch.as_tensor(magnitude, dtype=torch.float32)
+        if tuple(magnitude.shape) != half:
+            raise ValueError(f"MacoImage: magnitude must have shape {half} for a "
+                             f"{self.height}x{self.width} image, got {tuple(magnitude.shape)}")
+        if not bool(torch.isfinite(magnitude).all()) or bool((magnitude < 0).any()):
+            raise ValueError("MacoImage: magnitude must be finite and non-negative")
+        self.register_buffer("magnitude", magnitude.clone(), persistent=False)
+        self.phase = nn.Parameter(torch.randn((self.batch,) + half, generator=self._generator()))
+
+    def raw(self) -> torch.Tensor:
+        phase = _standardize(self.phase)
+        spectrum = torch.polar(self.magnitude.expand_as(phase), phase)
+        image = torch.fft.irfft2(spectrum, s=(self.height, self.width))
+        return _standardize(image)
+
+    def _set_raw(self, raw: torch.Tensor) -> None:
+        raise ValueError("MacoImage cannot start from a picture: its Fourier magnitude is fixed, "
+                         "so it can never equal one; use FFTImage (param='fft') to accentuate a "
+                         "photograph")
+
+
+IMAGE_KINDS: Dict[str, Callable[..., ImageParameterization]] = {
+    "fft": FFTImage, "pixel": PixelImage, "maco": MacoImage}
 
 
 def make_parameterization(kind: str, batch: int, size: Size, decorrelate: bool = True,
-                          seed: Optional[int] = None,
-                          generator: Optional[torch.Generator] = None) -> ImageParameterization:
-    """Build the parameterization named ``kind`` ("fft" or "pixel").
-
-    The start is drawn from ``generator`` if given, else from a fresh CPU generator seeded with
-    ``seed`` (else the global RNG).
-    """
+                          seed: Optional[int] = None) -> ImageParameterization:
+    """Build the image object named ``kind`` ("fft", "pixel" or "maco"); its start is drawn
+    from a CPU generator seeded with ``seed`` (None: torch's global RNG)."""
     try:
-        cls = _PARAMS[kind]
+        cls = IMAGE_KINDS[kind]
     except KeyError:
-        raise ValueError(f"unknown parameterization {kind!r}; choose one of "
-                         f"{', '.join(sorted(_PARAMS))}") from None
-    if generator is None and seed is not None:
-        generator = torch.Generator().manual_seed(int(seed))
-    return cls(batch, size, decorrelate=decorrelate, generator=generator)
+        raise ValueError(f"unknown image kind {kind!r}; choose one of "
+                         f"{', '.join(sorted(IMAGE_KINDS))}") from None
+    return cls(batch, size, decorrelate=decorrelate, seed=seed)
+

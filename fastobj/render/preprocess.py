@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .param import Size, _pair
+from .param import Size, pair
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INPUT_SIZE_ATTRIBUTE", "NORMALIZE_ATTRIBUTE",
            "Preprocess", "model_preprocess", "parse_normalize"]
@@ -86,7 +86,7 @@ class Preprocess(nn.Module):
 
     def __init__(self, size: Optional[Size] = None, normalize: Normalize = None) -> None:
         super().__init__()
-        self.size = None if size is None else _pair(size)
+        self.size = None if size is None else pair(size, "Preprocess")
         stats = parse_normalize(normalize)
         self.register_buffer("mean", None if stats is None else stats[0], persistent=False)
         self.register_buffer("std", None if stats is None else stats[1], persistent=False)

@@ -1,4 +1,4 @@
-"""Random image transforms applied between the parameterization and the model.
+"""Random image transforms applied between the image object and the model.
 
 Feature visualizations are optimized through small random transforms so that the image must
 excite the target under many shifts, scales and rotations, not only through one fragile
@@ -9,20 +9,26 @@ transform), so the cost does not grow with the number of distinct draws. :class:
 chains geometric transforms (jitter, scale, rotation) into one map per sample and resamples
 once; the default chain uses it.
 
+Two recipes are provided: :func:`default_transforms` (Lucid's: padding, jitter, scale,
+rotation) and :func:`maco_transforms` (MACO's: one random crop per view, resized to the model's
+input); :class:`Noise` adds MACO's per-view noise after the model's preprocessing.
+
 Random parameters come from the transform's ``generator`` attribute (a CPU
-``torch.Generator``) when set, else from torch's global RNG; :func:`seed_transforms` sets the
-generator on every transform of a chain, which is how :func:`fastobj.render.render` makes a
-run reproducible from its ``seed``. All transforms keep the batch size, and all but
-:class:`Pad` keep the image size.
+``torch.Generator``) when set, else from torch's global RNG. :func:`draws_from` points every
+transform of a chain at one generator for a while, which is how
+:class:`fastobj.render.views.Views` makes a run reproducible from its ``seed``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .param import Size, pair
 
 __all__ = [
     "RandomTransform",
@@ -31,8 +37,11 @@ __all__ = [
     "RandomScale",
     "RandomRotation",
     "RandomAffine",
+    "RandomCrop",
+    "Noise",
     "default_transforms",
-    "seed_transforms",
+    "maco_transforms",
+    "draws_from",
 ]
 
 
@@ -51,12 +60,19 @@ class RandomTransform(nn.Module):
         return values[self._randint(values.numel(), n)]
 
 
-def seed_transforms(module: nn.Module, generator: Optional[torch.Generator]) -> nn.Module:
-    """Make every :class:`RandomTransform` inside ``module`` draw from ``generator``."""
-    for sub in module.modules():
-        if isinstance(sub, RandomTransform):
-            sub.generator = generator
-    return module
+@contextlib.contextmanager
+def draws_from(module: nn.Module, generator: Optional[torch.Generator]) -> Iterator[nn.Module]:
+    """Make every :class:`RandomTransform` inside ``module`` draw from ``generator`` while the
+    context is open; each transform's own generator comes back afterwards."""
+    saved: List[Tuple[RandomTransform, Optional[torch.Generator]]] = [
+        (m, m.generator) for m in module.modules() if isinstance(m, RandomTransform)]
+    try:
+        for m, _ in saved:
+            m.generator = generator
+        yield module
+    finally:
+        for m, previous in saved:
+            m.generator = previous
 
 
 class Pad(nn.Module):
@@ -278,3 +294,91 @@ def default_transforms() -> nn.Sequential:
             Jitter(4),
         ),
     )
+
+
+class RandomCrop(RandomTransform):
+    """One random crop of each sample, resampled (bilinear) to ``output_size``.
+
+    Each crop's side is a fraction of the image's side drawn uniformly from ``fraction``
+    (the same fraction on both axes, so a crop has the image's aspect); its centre, in
+    fractions of the image, is drawn per axis from ``N(0.5, centre_sd²)`` and then moved just
+    enough for the crop to lie inside the image. ``output_size=None`` keeps the image's size.
+    Crops much larger than the output alias (bilinear resampling does not low-pass filter).
+    """
+
+    def __init__(self, fraction: Tuple[float, float] = (0.25, 0.30), centre_sd: float = 0.15,
+                 output_size: Optional[Size] = None) -> None:
+        super().__init__()
+        low, high = (float(v) for v in fraction)
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"RandomCrop: fraction must be (low, high) with 0 < low <= high "
+                             f"<= 1, got {fraction!r}")
+        if centre_sd < 0:
+            raise ValueError(f"RandomCrop: centre_sd must be non-negative, got {centre_sd}")
+        self.fraction = (low, high)
+        self.centre_sd = float(centre_sd)
+        self.output_size = None if output_size is None else pair(output_size, "RandomCrop")
+
+    def boxes(self, n: int) -> torch.Tensor:
+        """``(n, 3)`` float64 crops: side fraction, centre x and centre y (fractions)."""
+        low, high = self.fraction
+        side = low + (high - low) * torch.rand(n, generator=self.generator, dtype=torch.float64)
+        centre = 0.5 + self.centre_sd * torch.randn(2, n, generator=self.generator,
+                                                    dtype=torch.float64)
+        centre = torch.minimum(torch.maximum(centre, side / 2), 1 - side / 2)
+        return torch.stack([side, centre[0], centre[1]], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        box = self.boxes(b)
+        theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+        theta[:, 0, 0] = box[:, 0]  # normalised coordinates: -1..1 across the image
+        theta[:, 1, 1] = box[:, 0]
+        theta[:, 0, 2] = 2 * box[:, 1] - 1
+        theta[:, 1, 2] = 2 * box[:, 2] - 1
+        out_h, out_w = self.output_size or (h, w)
+        grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), [b, c, out_h, out_w],
+                             align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)
+
+    def extra_repr(self) -> str:
+        return (f"fraction={self.fraction}, centre_sd={self.centre_sd}, "
+                f"output_size={self.output_size}")
+
+
+class Noise(RandomTransform):
+    """Add ``N(0, std²) + U(-uniform, uniform)`` to every value, drawn afresh per call.
+
+    The draw is seeded from ``generator`` (one integer per call) and made on the tensor's own
+    device, so no noise crosses from the CPU; a seed gives the same noise on every run on one
+    device (the CPU and CUDA generators draw different numbers).
+    """
+
+    def __init__(self, std: float = 0.05, uniform: float = 0.025) -> None:
+        super().__init__()
+        if std < 0 or uniform < 0:
+            raise ValueError(f"Noise: std and uniform must be non-negative, got {std}, {uniform}")
+        self.std, self.uniform = float(std), float(uniform)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.std == 0 and self.uniform == 0:
+            return x
+        seed = int(torch.randint(2 ** 62, (1,), generator=self.generator))
+        draws = torch.Generator(device=x.device).manual_seed(seed)
+        noise = torch.randn(x.shape, generator=draws, device=x.device, dtype=x.dtype) * self.std
+        if self.uniform:
+            noise += (2 * torch.rand(x.shape, generator=draws, device=x.device, dtype=x.dtype)
+                      - 1) * self.uniform
+        return x + noise
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}, uniform={self.uniform}"
+
+
+def maco_transforms(output_size: Optional[Size] = None) -> RandomCrop:
+    """MACO's view of the image: one crop per view, side 25-30% of the canvas, centre
+    ``N(0.5, 0.15²)`` per axis, resampled to ``output_size`` (the model's input size); the
+    per-view noise is :class:`Noise` (``std=0.05, uniform=0.025``), added after the model's
+    normalisation as in the published implementation."""
+    return RandomCrop((0.25, 0.30), 0.15, output_size)
