@@ -271,7 +271,7 @@ def test_fastobj_main_render(tmp_path):
 
 
 def test_png_round_trip(tmp_path):
-    pil = pytest.importorskip("PIL.Image")
+    from PIL import Image as pil
     import numpy as np
 
     images = torch.rand(5, 3, 7, 9)

@@ -88,7 +88,7 @@ def _add_image_arguments(parser: argparse.ArgumentParser, batch_size: int,
                              "magnitude; also picks MACO's recipe of optimizer, learning rate "
                              "and crops); default fft")
     parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default 0.05; 1.0 with --param maco)")
+                        help="learning rate (default 0.05; 0.1 with --param maco)")
     parser.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=None,
                         help="optimizer (default adam; nadam with --param maco)")
     parser.add_argument("--views", type=int, default=None, metavar="K",

@@ -14,7 +14,7 @@ A render is built from public parts that can also be assembled by hand:
 
 :func:`render` chooses each part from its arguments, with the defaults of a *recipe* that
 depends on the image: Lucid's for "fft" and "pixel" (128 pixels, Adam at 0.05, one view per
-step through padding, jitter, scale and rotation), MACO's for "maco" (512 pixels, NAdam at 1.0,
+step through padding, jitter, scale and rotation), MACO's for "maco" (512 pixels, NAdam at 0.1,
 six crops per step with noise). An argument given explicitly always wins over the recipe.
 
 The model is only borrowed: for the run its parameters stop requiring gradients and it is in
@@ -77,7 +77,7 @@ class Recipe:
 RECIPES: Dict[str, Recipe] = {
     "fft": Recipe(image_size=128, lr=0.05, optimizer="adam", views=1, maco_crops=False),
     "pixel": Recipe(image_size=128, lr=0.05, optimizer="adam", views=1, maco_crops=False),
-    "maco": Recipe(image_size=512, lr=1.0, optimizer="nadam", views=6, maco_crops=True),
+    "maco": Recipe(image_size=512, lr=0.1, optimizer="nadam", views=6, maco_crops=True),
 }
 
 
@@ -235,7 +235,7 @@ def render(model: nn.Module, objective: Any, *, param: Union[str, ImageParameter
             MACO), or the start picture's size.
         steps: optimizer steps.
         lr, optimizer: the learning rate and "adam", "nadam", "adamw", "sgd" or a callable
-            ``optimizer(parameters, lr)``; default the recipe's (Adam at 0.05; NAdam at 1.0
+            ``optimizer(parameters, lr)``; default the recipe's (Adam at 0.05; NAdam at 0.1
             for MACO).
         seed: seeds the images' starts and the views' draws (CPU generators, so a seed gives
             the same starts and crops on every device). ``None`` draws from torch's global RNG.
