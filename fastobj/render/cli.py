@@ -27,6 +27,7 @@ from typing import Any, List, Optional
 import torch
 from torch import nn
 
+from ..backend import default_device
 from ..loss import targets_of
 from .expression import parse_objective
 from .models import NAMED_MODELS, format_layers, list_layers
@@ -209,7 +210,7 @@ def _prepare_model(args: argparse.Namespace):
     model = load_model(args.model)
     if args.weights:
         load_weights(model, args.weights)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     try:
         device = torch.device(device)
         model = model.to(device)
