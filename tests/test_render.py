@@ -261,7 +261,6 @@ def test_command_writes_png_grid(tmp_path, capsys):
 
 
 def test_fastobj_main_render(tmp_path):
-    pytest.importorskip("fastobj.benchmarks.cli", reason="fastobj.cli needs the bench command")
     from fastobj.cli import main
 
     out = tmp_path / "main.png"
