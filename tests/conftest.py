@@ -2,7 +2,7 @@
 
 The Triton interpreter must be switched on before Triton is first imported, so it is set here
 on machines without CUDA: the kernel tier then runs on CPU tensors. On a GPU machine the
-interpreter stays off and the `gpu` tier runs instead.
+interpreter stays off and the `gpu` tier runs instead (tiers 2 and 4 of docs/testing.md).
 """
 import importlib
 import os

@@ -1,4 +1,4 @@
-"""Tier 2 and 4 tests of the Diversity kernels (fastobj.kernels.diversity).
+"""Tier 2 and 4 tests (docs/testing.md) of the Diversity kernels (fastobj.kernels.diversity).
 
 On a machine without CUDA, conftest.py sets TRITON_INTERPRET=1 and the kernels run in Triton's
 interpreter on CPU tensors (forced with use_backend("triton")); the `gpu` class runs the same

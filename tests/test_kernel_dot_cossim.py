@@ -1,4 +1,5 @@
-"""Triton dot·cosine kernels (Direction family) against the float64 reference (tiers 2 and 4).
+"""Triton dot·cosine kernels (Direction family) against the float64 reference (tiers 2 and 4
+of docs/testing.md).
 
 On CPU the kernels run in Triton's interpreter (conftest sets TRITON_INTERPRET=1 when there is
 no CUDA) under a forced ``triton`` backend; the ``gpu`` class repeats the equivalence on CUDA

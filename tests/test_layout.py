@@ -2,10 +2,10 @@
 
 The expected values are written from the token layout itself: patch (i, j) is token
 ``prefix + i*w + j``, read one element at a time into a grid (``patch_grid``), and the formulas
-are SPEC.md's, in explicit loops, in float64. They share nothing with the adapter's view
-(unflatten + permute) nor with the library's computations. Each case also checks the gradient
-with respect to the raw tokens for a random upstream gradient: it flows back through the view,
-and is zero on tokens the view does not read.
+are those of docs/objectives.md, in explicit loops, in float64. They share nothing with the
+adapter's view (unflatten + permute) nor with the library's computations. Each case also checks
+the gradient with respect to the raw tokens for a random upstream gradient: it flows back
+through the view, and is zero on tokens the view does not read.
 
 Both backends: the reference in float64, and the Triton kernels in the interpreter on float32
 copies of the same numbers (tolerance 2e-5 of the largest magnitude: float32 sums over a few
