@@ -5,10 +5,12 @@
 * :mod:`.presets`: named sweeps and their plans.
 * :mod:`.timing`: the one sampling loop, and kernel time on CUDA.
 * :mod:`.memory`, :mod:`.ceilings`, :mod:`.machine`: peak memory, the device's copy and
-  matmul ceilings, what the machine offers (device, threads).
+  matmul ceilings, what the machine offers (device name, threads).
 * :mod:`.sweep`: interleaved rounds within a time budget; :mod:`.report`: the run's folder
   (CSV, table, plot); :mod:`.cli`: the ``fastobj bench`` command.
 * :mod:`.baselines`: the classic Lucid/Lucent/Captum algorithms, kept here as baselines only.
-* ``test_bench_*.py``: the pytest-benchmark suite (``pytest benchmarks/``).
 * ``gpu_check.sh``: the one-shot check for a machine with one H100/H200 GPU.
+
+The pytest-benchmark suite over the same ops is ``tests/bench`` (``pytest tests/bench``): test
+code stays out of the installed package.
 """

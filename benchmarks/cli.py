@@ -12,11 +12,11 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 import fastobj
-from fastobj.backend import interpreter_enabled
+from fastobj.backend import default_device, interpreter_enabled
 
 from . import report
 from .ceilings import measure_ceilings
-from .machine import allowed_cpus, best_device, choose_threads, device_name, load_average
+from .machine import allowed_cpus, choose_threads, device_name, load_average
 from .ops import DTYPE_ALIASES, DTYPES, MODES, OPS, PROVIDERS, canonical_dtype
 from .presets import PRESETS, Preset, plan
 from .sweep import Settings, Sweeper
@@ -139,7 +139,7 @@ def _resolve(args: argparse.Namespace) -> Tuple[Preset, torch.device, Tuple[str,
         if preset_name not in (None, "quick"):
             raise BenchError(f"--quick conflicts with --preset {preset_name}")
         preset_name = "quick"
-    device = best_device() if args.device is None else _parse_device(args.device)
+    device = _parse_device(args.device or default_device().type)
     preset = PRESETS[preset_name or ("gpu" if device.type == "cuda" else "cpu")]
     _check_names("op", args.ops, list(OPS))
     _check_names("provider", args.providers, PROVIDERS)

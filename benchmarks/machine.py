@@ -1,4 +1,5 @@
-"""What the machine offers: the device to time on, its name, and how many CPU threads to use.
+"""What the machine offers: the device's name, and how many CPU threads to use (the default
+device is ``fastobj.backend.default_device``, shared with ``fastobj render``).
 
 On a busy CPU a multi-threaded torch op stalls whenever one of its threads is descheduled, and
 every figure swings with the other work; one thread then gives the steady figures. So the
@@ -14,13 +15,6 @@ from typing import Optional, Tuple
 import torch
 
 IDLE_LOAD = 0.5  # below this 1-minute load average the machine counts as idle
-
-
-def best_device() -> torch.device:
-    """The current CUDA device (with its index) when there is one, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def cpu_model() -> str:

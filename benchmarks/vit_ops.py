@@ -31,9 +31,7 @@ from fastobj import functional as Fn
 
 from . import baselines
 
-TOKENS = 197  # ViT-B/16 at 224 x 224: 1 class token + 14 x 14 patches
-CHANNELS = 768
-PREFIX = 1
+PREFIX = 1  # the class token before the patches; the token shape is presets.VIT_TOKENS
 DIRECTION_COSSIM_POW = 1.0  # exercises the cosine term, as the harness's direction op does
 PROVIDERS = ("fastobj", "copy+fastobj", "reference", "classic")
 

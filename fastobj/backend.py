@@ -6,6 +6,9 @@ variable ``FASTOBJ_BACKEND`` or :func:`use_backend`), whether Triton can run on 
 dtype. ``auto`` takes Triton when it can and the reference otherwise; a forced ``triton`` that
 cannot run raises instead of falling back. Nothing here queries CUDA or imports Triton at
 import time.
+
+The default device of the ``fastobj`` commands (:func:`default_device`) lives here too, so that
+``fastobj render`` and ``fastobj bench`` share one rule.
 """
 from __future__ import annotations
 
@@ -51,6 +54,12 @@ def use_backend(name: str) -> Iterator[None]:
         yield
     finally:
         _local.backend = previous
+
+
+def default_device() -> torch.device:
+    """The device the ``fastobj`` commands run on when none is given: CUDA (the current GPU)
+    when PyTorch sees one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def interpreter_enabled() -> bool:

@@ -9,10 +9,12 @@ from typing import Optional, Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .benchmarks import cli as bench_cli
     from .render import cli as render_cli
 
     parser = argparse.ArgumentParser(prog="fastobj", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fastobj {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     bench_cli.add_arguments(commands.add_parser(
         "bench", help="benchmark fastobj against the classic algorithms and torch.compile"))

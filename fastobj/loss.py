@@ -14,8 +14,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .checks import (BatchIndex, ModuleOutputMapping, as_number, listify, normalize_batch_index,
-                     unique_targets)
+from .checks import (
+    BatchIndex,
+    ModuleOutputMapping,
+    as_number,
+    listify,
+    normalize_batch_index,
+    unique_targets,
+)
 
 
 def targets_of(loss: "Loss") -> List[Any]:

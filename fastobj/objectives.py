@@ -18,11 +18,31 @@ import torch
 import torch.nn.functional as F
 
 from . import functional as Fn
-from .checks import (ANY_RANK, CHANNELS_LAST, IMAGE, IMAGE_OR_VECTOR, BatchIndex, ChannelIndex,
-                     ModuleOutputMapping, Ranks, as_channel_index, check_channels, check_position,
-                     check_process_group, check_rank, check_vector_batch, check_vector_channels,
-                     direction, neuron_position, nonempty_batch, one_d_vector, optional_index,
-                     select_batch, tensor_activation, vector)
+from .checks import (
+    ANY_RANK,
+    CHANNELS_LAST,
+    IMAGE,
+    IMAGE_OR_VECTOR,
+    BatchIndex,
+    ChannelIndex,
+    ModuleOutputMapping,
+    Ranks,
+    as_channel_index,
+    check_channels,
+    check_position,
+    check_process_group,
+    check_rank,
+    check_vector_batch,
+    check_vector_channels,
+    direction,
+    neuron_position,
+    nonempty_batch,
+    one_d_vector,
+    optional_index,
+    select_batch,
+    tensor_activation,
+    vector,
+)
 from .distributed import alignment_distributed, diversity_distributed
 from .layout import laid_out, lookup
 from .loss import BaseLoss

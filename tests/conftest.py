@@ -2,8 +2,9 @@
 
 The Triton interpreter must be switched on before Triton is first imported, so it is set here
 on machines without CUDA: the kernel tier then runs on CPU tensors. On a GPU machine the
-interpreter stays off and the `gpu` tier runs instead.
+interpreter stays off and the `gpu` tier runs instead (tiers 2 and 4 of docs/testing.md).
 """
+import importlib
 import os
 
 import pytest
@@ -32,10 +33,11 @@ def pytest_collection_modifyitems(config, items):
 def count_kernel_calls(monkeypatch):
     """Counts the calls that reach a kernel module's Triton launchers, so a silent fallback
     cannot pass. Returns ``count(module_name, forward_name, backward_name)``: it imports
-    ``module_name`` (skipping the test when that fails), wraps the two launchers for the rest
-    of the test, and returns the live ``{"forward": n, "backward": n}`` dict of their calls."""
+    ``module_name`` (a module that does not import fails the test, never skips it), wraps the
+    two launchers for the rest of the test, and returns the live ``{"forward": n,
+    "backward": n}`` dict of their calls."""
     def count(module_name, forward_name, backward_name):
-        module = pytest.importorskip(module_name)
+        module = importlib.import_module(module_name)
         calls = {"forward": 0, "backward": 0}
 
         def counted(key, launcher):

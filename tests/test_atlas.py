@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from _ranks import run_ranks
-from fastobj.render import demo_cnn, render_atlas
 from fastobj.render import cli as render_cli
+from fastobj.render import demo_cnn, render_atlas
 from fastobj.render.atlas import parse_channels
 from fastobj.render.png import LABEL_HEIGHT
 

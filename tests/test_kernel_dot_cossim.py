@@ -1,4 +1,5 @@
-"""Triton dot·cosine kernels (Direction family) against the float64 reference (tiers 2 and 4).
+"""Triton dot·cosine kernels (Direction family) against the float64 reference (tiers 2 and 4
+of docs/testing.md).
 
 On CPU the kernels run in Triton's interpreter (conftest sets TRITON_INTERPRET=1 when there is
 no CUDA) under a forced ``triton`` backend; the ``gpu`` class repeats the equivalence on CUDA
@@ -20,6 +21,10 @@ import torch
 
 from fastobj import functional as Fn
 from fastobj.backend import backend_for, use_backend
+
+# The kernel tier needs the optional triton extra; a kernel module that does not import fails.
+pytest.importorskip("triton")
+from fastobj.kernels import dot_cossim as kc  # noqa: E402
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 EPS = Fn.COSSIM_EPS
@@ -173,8 +178,7 @@ def test_zero_activation_positions():
 
 def test_looping_backward(monkeypatch):
     """C too large for the register-resident tile: chunked two-pass backward, several chunks."""
-    module = pytest.importorskip("fastobj.kernels.dot_cossim")
-    monkeypatch.setattr(module, "_RESIDENT_TILE", 0)
+    monkeypatch.setattr(kc, "_RESIDENT_TILE", 0)
     from fastobj.kernels import _common
     monkeypatch.setattr(_common, "TILE_BYTES", 2048)  # 512 elements, BLOCK_C = 16: 3 chunks
     acts = torch.randn(B, C, P)
@@ -187,16 +191,14 @@ def test_looping_backward(monkeypatch):
 def test_positions_and_channel_strides_passed_in_units(positions, unit):
     """P a multiple of 2, 4 or 8 (not 16): P and the channel strides reach the kernels divided
     by ALIGN, and the kernels multiply them back."""
-    module = pytest.importorskip("fastobj.kernels.dot_cossim")
     acts = torch.randn(B, C, positions)
-    assert module._alignment(acts, [acts.stride(1)]) == unit
+    assert kc._alignment(acts, [acts.stride(1)]) == unit
     check_against_reference(acts, torch.randn(B, C, positions), 4.0, True)
     check_against_reference(acts, torch.randn(1, C, 1), 2.5, False)
 
 
 def test_64bit_in_tile_offsets(monkeypatch):
     """The WIDE (int64 in-tile offsets) variants, forced by lowering the int32 threshold."""
-    pytest.importorskip("fastobj.kernels.dot_cossim")
     from fastobj.kernels import _common
     monkeypatch.setattr(_common, "INT32_LIMIT", 1)
     acts = torch.randn(B, C, P)
@@ -216,11 +218,10 @@ def test_deterministic_repeats():
 
 def test_gradient_layouts_follow_empty_like():
     """The op's fake promises empty_like for both gradients."""
-    module = pytest.importorskip("fastobj.kernels.dot_cossim")
     acts = _channels_last_acts()
     vec = torch.randn(1, 40, C).transpose(1, 2)[:, :, :35]
     grad = torch.randn(B, 35)
-    grad_acts, grad_vec = module.dot_cossim_backward(acts, vec, grad, 2.5, EPS, False, True)
+    grad_acts, grad_vec = kc.dot_cossim_backward(acts, vec, grad, 2.5, EPS, False, True)
     assert grad_acts.stride() == torch.empty_like(acts).stride()
     assert grad_vec.shape == vec.shape and grad_vec.dtype == vec.dtype
 

@@ -1,4 +1,5 @@
-"""Triton total-variation kernels against the float64 reference (tiers 2 and 4 of DESIGN.md).
+"""Triton total-variation kernels against the float64 reference (tiers 2 and 4 of
+docs/testing.md).
 
 On CPU the kernels run in Triton's interpreter (conftest sets TRITON_INTERPRET=1 when there is
 no CUDA) under a forced ``triton`` backend; the ``gpu`` class repeats the equivalence on CUDA
@@ -18,6 +19,10 @@ import torch
 
 from fastobj import functional as Fn
 from fastobj.backend import backend_for, use_backend
+
+# The kernel tier needs the optional triton extra; a kernel module that does not import fails.
+pytest.importorskip("triton")
+from fastobj.kernels import total_variation as kt  # noqa: E402
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
@@ -106,7 +111,6 @@ def test_ties_have_zero_sign(dtype):
 
 def test_64bit_in_tile_offsets(monkeypatch):
     """The WIDE (int64 in-tile offsets) variant, forced by lowering the int32 threshold."""
-    pytest.importorskip("fastobj.kernels.total_variation")
     from fastobj.kernels import _common
     monkeypatch.setattr(_common, "INT32_LIMIT", 1)
     check_against_reference(LAYOUTS["channels_last"]())
@@ -117,12 +121,11 @@ def test_64bit_in_tile_offsets(monkeypatch):
 def test_spans_across_tiles(monkeypatch, programs):
     """Small tiles and short spans of rows: spans start mid-tile and run across tile
     boundaries, so most rows sit next to a span edge (halo rows)."""
-    module = pytest.importorskip("fastobj.kernels.total_variation")
     from fastobj.kernels import _common
     monkeypatch.delenv(_common.SM_COUNT_ENV, raising=False)
     monkeypatch.setattr(_common, "TILE_BYTES", 128)  # 32 float32 elements
-    monkeypatch.setattr(module, "_MIN_ROWS", 1)
-    monkeypatch.setattr(module, "_INTERPRETER_PROGRAMS", programs)
+    monkeypatch.setattr(kt, "_MIN_ROWS", 1)
+    monkeypatch.setattr(kt, "_INTERPRETER_PROGRAMS", programs)
     check_against_reference(torch.randn(2, 3, 17, 13))
     check_against_reference(_channels_last((2, 3, 11, 7)))
 
@@ -144,19 +147,17 @@ def test_deterministic_repeats():
 
 
 def test_forward_returns_float32_scalar():
-    module = pytest.importorskip("fastobj.kernels.total_variation")
     x = torch.randn(2, 3, 7, 5, dtype=torch.bfloat16)
-    out = module.total_variation_forward(x)
+    out = kt.total_variation_forward(x)
     assert out.dtype == torch.float32 and out.shape == ()
     ref = Fn.total_variation_ref(x.double())
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=0)
 
 
 def test_empty_input():
-    module = pytest.importorskip("fastobj.kernels.total_variation")
     x = torch.randn(0, 3, 4, 5)
-    assert float(module.total_variation_forward(x)) == 0.0
-    assert module.total_variation_backward(x, torch.tensor(1.0)).shape == x.shape
+    assert float(kt.total_variation_forward(x)) == 0.0
+    assert kt.total_variation_backward(x, torch.tensor(1.0)).shape == x.shape
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])

@@ -1,5 +1,6 @@
-"""Tier 3: every Triton kernel variant the launchers pick compiles ahead of time, without a GPU
-and without a register spill, under the CPU suite's Triton and under the H200 image's (3.6).
+"""Tier 3 (docs/testing.md): every Triton kernel variant the launchers pick compiles ahead of
+time, without a GPU and without a register spill, under the CPU suite's Triton and under the
+H200 image's (3.6).
 
 The variants are not listed by hand: tests/kernel_variants.py runs the launchers themselves at
 the shapes, dtypes, layouts and float32 matmul precisions the library meets, with grids sized

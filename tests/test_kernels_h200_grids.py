@@ -1,6 +1,7 @@
-"""The interpreter tier again with the grids an H200 gets (FASTOBJ_SM_COUNT=132): the
-launchers' GPU tile and grid choices (many short TV spans, SM-count batch splits in Diversity,
-the padding- and wave-aware BLOCK_P of dot_cossim) on CPU tensors, against the references.
+"""The interpreter tier (tier 2, docs/testing.md) again with the grids an H200 gets
+(FASTOBJ_SM_COUNT=132): the launchers' GPU tile and grid choices (many short TV spans, SM-count
+batch splits in Diversity, the padding- and wave-aware BLOCK_P of dot_cossim) on CPU tensors,
+against the references.
 
 The kernel test modules run in a subprocess (the variable is read at every launch, so a
 fresh process keeps it out of every other test), the slow, `gpu` and torch.compile tests

@@ -1,4 +1,5 @@
-"""SPEC Part III: the known values of the Captum test-suite, where Part I keeps them.
+"""The known values of Captum's own test-suite, where fastobj keeps Captum's convention (the
+places where it does not are listed in docs/objectives.md). Tier 1 of docs/testing.md.
 
 Fixture: a 1x1 conv 3->2 with weights 0.1 and bias 1, so every activation on ones is 1.3; the
 "ramp" is arange(375).view(5, 3, 5, 5) through an Identity (element = 75b + 25c + 5h + w).

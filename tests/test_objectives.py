@@ -1,7 +1,8 @@
 """Each objective against an independent formula on random, odd-shaped inputs.
 
-The formulas here are written from SPEC.md with explicit loops over samples, pairs and
-positions (the slow, obvious way), in float64, so they share nothing with the library's code.
+The formulas here are written from docs/objectives.md with explicit loops over samples, pairs
+and positions (the slow, obvious way), in float64, so they share nothing with the library's
+code. Tier 1 of docs/testing.md.
 """
 import itertools
 import math

@@ -12,10 +12,23 @@ import torch
 from torch import nn
 
 from fastobj.loss import default_loss_summarize
-from fastobj.objectives import ChannelActivation, DeepDream, Diversity, L2, TotalVariation
-from fastobj.render import (FFTImage, Jitter, PixelImage, RandomAffine, RandomRotation,
-                            RandomScale, default_transforms, demo_cnn, lucent_objective,
-                            make_grid, make_parameterization, parse_objective, render, save_png)
+from fastobj.objectives import L2, ChannelActivation, DeepDream, Diversity, TotalVariation
+from fastobj.render import (
+    FFTImage,
+    Jitter,
+    PixelImage,
+    RandomAffine,
+    RandomRotation,
+    RandomScale,
+    default_transforms,
+    demo_cnn,
+    lucent_objective,
+    make_grid,
+    make_parameterization,
+    parse_objective,
+    render,
+    save_png,
+)
 from fastobj.render import cli as render_cli
 from fastobj.render.expression import OBJECTIVE_NAMES
 
@@ -261,7 +274,6 @@ def test_command_writes_png_grid(tmp_path, capsys):
 
 
 def test_fastobj_main_render(tmp_path):
-    pytest.importorskip("fastobj.benchmarks.cli", reason="fastobj.cli needs the bench command")
     from fastobj.cli import main
 
     out = tmp_path / "main.png"
@@ -271,8 +283,8 @@ def test_fastobj_main_render(tmp_path):
 
 
 def test_png_round_trip(tmp_path):
-    from PIL import Image as pil
     import numpy as np
+    from PIL import Image as pil
 
     images = torch.rand(5, 3, 7, 9)
     grid = make_grid(images, padding=1)

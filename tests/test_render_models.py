@@ -16,8 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from fastobj.objectives import ChannelActivation, Diversity
-from fastobj.render import (Preprocess, demo_cnn, list_layers, make_grid, model_preprocess,
-                            parse_objective, render, upscale)
+from fastobj.render import (
+    Preprocess,
+    demo_cnn,
+    list_layers,
+    make_grid,
+    model_preprocess,
+    parse_objective,
+    render,
+    upscale,
+)
 from fastobj.render import cli as render_cli
 from fastobj.render.expression import channel_shorthand
 from fastobj.render.models import NAMED_MODELS, efficientnet_lite0, format_layers

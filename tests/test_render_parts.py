@@ -11,11 +11,28 @@ import torch
 from torch import nn
 
 from fastobj.loss import default_loss_summarize
-from fastobj.objectives import ChannelActivation, Diversity, L2
-from fastobj.render import (RECIPES, ActivationProbe, Anchor, FFTImage, MacoImage, Noise,
-                            PixelImage, RandomCrop, RenderStep, Snapshots, Transparency, Views,
-                            demo_cnn, fit_picture, make_optimizer, render, run_steps,
-                            split_view_sets, transparency_alpha)
+from fastobj.objectives import L2, ChannelActivation, Diversity
+from fastobj.render import (
+    RECIPES,
+    ActivationProbe,
+    Anchor,
+    FFTImage,
+    MacoImage,
+    Noise,
+    PixelImage,
+    RandomCrop,
+    RenderStep,
+    Snapshots,
+    Transparency,
+    Views,
+    demo_cnn,
+    fit_picture,
+    make_optimizer,
+    render,
+    run_steps,
+    split_view_sets,
+    transparency_alpha,
+)
 from fastobj.render.accentuate import activation_distance
 
 

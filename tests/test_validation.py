@@ -230,8 +230,17 @@ def test_neuron_position_outside(make, owner, arg, value, backend):
 
 @pytest.mark.parametrize("make, owner", POSITION_CASES, ids=[o for _, o in POSITION_CASES])
 def test_neuron_position_edges_are_valid(make, owner):
-    for kw in ({"x": H - 1, "y": W - 1}, {"x": -H, "y": -W}, {"x": 0, "y": W - 2}):
-        make(**kw)(acts())
+    """Edge positions are accepted and read the neuron they name: the gradient (for a random
+    upstream gradient) reaches position (x mod H, y mod W) of the activation and no other."""
+    for kw in ({"x": H - 1, "y": W - 1}, {"x": -H, "y": -W}, {"x": 0, "y": W - 2},
+               {"x": -1, "y": 1 - W}):
+        mapping = acts()
+        out = make(**kw)(mapping)
+        out.backward(torch.rand(out.shape) + 0.5)
+        reached = mapping[T].grad.ne(0).any(dim=1).any(dim=0)  # (H, W)
+        expected = torch.zeros(H, W, dtype=torch.bool)
+        expected[kw["x"] % H, kw["y"] % W] = True
+        assert torch.equal(reached, expected), f"{owner} with {kw}"
 
 
 @pytest.mark.parametrize("kw, arg", [

@@ -37,23 +37,38 @@ import torch
 
 from .accentuate import Anchor, fit_picture, load_pictures
 from .atlas import AtlasEntry, AtlasResult, render_atlas
-from .callbacks import (EveryStep, ProgressBar, Snapshots, Transparency, run_steps,
-                        transparency_alpha)
+from .callbacks import (
+    EveryStep,
+    ProgressBar,
+    Snapshots,
+    Transparency,
+    run_steps,
+    transparency_alpha,
+)
 from .demo import DemoCNN, DemoViT, demo_cnn, demo_vit
 from .expression import OBJECTIVE_NAMES, parse_objective
 from .imageio import ImageFileError, load_image, save_png, save_rgba_png
 from .models import LayerInfo, efficientnet_lite, efficientnet_lite0, list_layers
-from .param import (FFTImage, ImageParameterization, MacoImage, PixelImage,
-                    make_parameterization)
+from .param import FFTImage, ImageParameterization, MacoImage, PixelImage, make_parameterization
 from .png import make_grid, upscale
 from .preprocess import Preprocess, model_preprocess
 from .probe import IMAGE_TARGET, ActivationProbe, borrowed, check_targets, run_device
 from .runner import RECIPES, Recipe, RenderResult, render
 from .spectrum import natural_spectrum, resize_spectrum, spectrum_from_images
 from .step import RenderStep, StepState, make_optimizer
-from .transforms import (Jitter, Noise, Pad, RandomAffine, RandomCrop, RandomRotation,
-                         RandomScale, RandomTransform, default_transforms, draws_from,
-                         maco_transforms)
+from .transforms import (
+    Jitter,
+    Noise,
+    Pad,
+    RandomAffine,
+    RandomCrop,
+    RandomRotation,
+    RandomScale,
+    RandomTransform,
+    default_transforms,
+    draws_from,
+    maco_transforms,
+)
 from .views import Views, split_view_sets
 
 __all__ = [

@@ -36,11 +36,11 @@ from torch import nn
 
 from ..hooks import collect_activations, resolve_target
 from ..objectives import ChannelActivation
+from .callbacks import transparency_alpha
 from .imageio import save_png, save_rgba_png, write_atomically
 from .param import pair
 from .png import make_grid, upscale
 from .preprocess import model_preprocess
-from .callbacks import transparency_alpha
 from .probe import borrowed, run_device
 from .runner import RECIPES, render
 

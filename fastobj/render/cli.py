@@ -29,16 +29,16 @@ from typing import Any, List, Optional
 import torch
 from torch import nn
 
+from ..backend import default_device
 from ..loss import targets_of
+from .accentuate import load_pictures
+from .callbacks import transparency_alpha
 from .expression import parse_objective
-from .imageio import save_png
-from .models import NAMED_MODELS, format_layers, list_layers
 from .imageio import ImageFileError, save_png, save_rgba_png
+from .models import NAMED_MODELS, format_layers, list_layers
 from .png import make_grid, upscale
 from .preprocess import model_preprocess, parse_normalize
 from .probe import check_targets
-from .accentuate import load_pictures
-from .callbacks import transparency_alpha
 from .runner import RECIPES, render
 from .step import OPTIMIZERS
 
@@ -262,7 +262,7 @@ def _prepare_model(args: argparse.Namespace):
     model = load_model(args.model)
     if args.weights:
         load_weights(model, args.weights)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     try:
         device = torch.device(device)
         model = model.to(device)

@@ -38,8 +38,14 @@ from .callbacks import EveryStep, ProgressBar, Snapshots, Transparency, run_step
 from .expression import parse_objective
 from .param import ImageParameterization, MacoImage, Size, make_parameterization, pair
 from .preprocess import model_preprocess
-from .probe import IMAGE_TARGET, ActivationProbe, borrowed, check_targets, is_image_target, \
-    run_device
+from .probe import (
+    IMAGE_TARGET,
+    ActivationProbe,
+    borrowed,
+    check_targets,
+    is_image_target,
+    run_device,
+)
 from .step import OptimizerSpec, RenderStep, make_optimizer
 from .transforms import Noise, default_transforms, maco_transforms
 from .views import Views

@@ -26,7 +26,7 @@ import torch
 
 from ..loss import default_loss_summarize
 from .param import ImageParameterization
-from .probe import ActivationProbe, is_image_target
+from .probe import ActivationProbe
 from .views import Views, split_view_sets
 
 __all__ = ["OPTIMIZERS", "RenderStep", "StepState", "make_optimizer"]

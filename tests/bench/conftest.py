@@ -1,30 +1,35 @@
-"""pytest-benchmark glue for ``pytest benchmarks/``: the ``bench_op`` fixture.
+"""pytest-benchmark glue for ``pytest tests/bench``: the ``bench_op`` fixture.
 
 Each test names an op, a provider, a shape, a dtype and a mode; the fixture builds the same
 runner ``fastobj bench`` uses (:class:`fastobj.benchmarks.timing.Runner` on
 :mod:`fastobj.benchmarks.ops`), warms it up, groups the result per op, mode, shape and dtype
 (``benchmark.group``) so the providers sit side by side, and records the backend, device,
-compile time and cost model in ``extra_info``.
+compile time and cost model in ``extra_info``. The suite lives under ``tests/`` so that the
+wheel holds none of it, and the test run leaves it out (``norecursedirs`` in pyproject.toml):
+it runs only when named.
 """
 import pytest
 import torch
 
-from fastobj.backend import interpreter_enabled
-
-from .machine import best_device, device_name
-from .ops import DTYPES, OPS, Unavailable, backend_label, build_provider, make_args, shape_str
-from .timing import Runner, sync
+from fastobj.backend import default_device
+from fastobj.benchmarks.machine import device_name
+from fastobj.benchmarks.ops import (
+    DTYPES,
+    OPS,
+    Unavailable,
+    backend_label,
+    build_provider,
+    make_args,
+    shape_str,
+)
+from fastobj.benchmarks.timing import Runner, sync
 
 SLOW_CALL_S = 0.5  # calls slower than this get 2 rounds of 1 iteration instead of calibration
 
 
 @pytest.fixture(scope="session")
 def bench_device() -> torch.device:
-    device = best_device()
-    if device.type == "cpu" and interpreter_enabled():
-        pytest.skip("TRITON_INTERPRET is set: the fastobj provider would time Triton's "
-                    "interpreter, not the library; unset it to benchmark")
-    return device
+    return default_device()
 
 
 @pytest.fixture
@@ -37,6 +42,10 @@ def bench_op(benchmark, bench_device):
             pytest.skip(str(exc))
         runner = Runner(fn, make_args(op, dims, dtype, bench_device, 0), op.n_diff, mode,
                         bench_device)
+        backend = backend_label(op, provider, runner.args)
+        if backend == "triton-interpreter":
+            pytest.skip("the fastobj provider would time Triton's interpreter, not the library "
+                        "(TRITON_INTERPRET is set and the backend forced to triton)")
         first_s = runner.time_call()  # warm-up: compilation, allocator growth, Triton JIT
         shape = shape_str(dims)
         benchmark.group = f"{op_name} {mode} {shape} {dtype}"
@@ -44,7 +53,7 @@ def bench_op(benchmark, bench_device):
         benchmark.extra_info.update({
             "op": op_name, "provider": provider, "mode": mode, "shape": shape, "dtype": dtype,
             "device": device_name(bench_device),
-            "backend": backend_label(op, provider, runner.args),
+            "backend": backend,
         })
         cost = op.cost(dims, DTYPES[dtype], mode)
         if cost is not None:

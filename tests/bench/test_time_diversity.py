@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from .ops import MODES
+from fastobj.benchmarks.ops import MODES
 
 CUDA = torch.cuda.is_available()
 REST = (512, 28, 28) if CUDA else (64, 14, 14)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from .ops import MODES
+from fastobj.benchmarks.ops import MODES
 
 CUDA = torch.cuda.is_available()
 DIMS = (256, 1024, 14, 14) if CUDA else (16, 512, 14, 14)

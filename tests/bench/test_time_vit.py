@@ -3,7 +3,7 @@ beside the reference on the same view and permute + contiguous + the classic loo
 import pytest
 import torch
 
-from .presets import VIT_TOKENS
+from fastobj.benchmarks.presets import VIT_TOKENS
 
 CUDA = torch.cuda.is_available()
 BATCH = 256 if CUDA else 16

@@ -3,7 +3,7 @@ and one render step on the demo CNN with fastobj's objectives vs the classic one
 import pytest
 import torch
 
-from .ops import MODES
+from fastobj.benchmarks.ops import MODES
 
 CUDA = torch.cuda.is_available()
 DIMS = (256, 512, 14, 14) if CUDA else (64, 64, 14, 14)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from .ops import MODES
+from fastobj.benchmarks.ops import MODES
 
 CUDA = torch.cuda.is_available()
 SHAPES = ((64, 3, 512, 512),) if CUDA else ((1, 3, 224, 224), (16, 3, 224, 224))
