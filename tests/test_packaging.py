@@ -69,6 +69,9 @@ def test_wheel_holds_the_library_and_nothing_else(tmp_path):
     library = set(names) - metadata
     assert all(n.startswith("fastobj/") for n in library)
     assert {n for n in library if n.endswith(".py")} == installed_files()
+    # the data files the library reads at run time (MACO's natural spectrum)
+    assert {n for n in library if not n.endswith(".py")} == {
+        "fastobj/render/data/natural_spectrum.npy"}
     assert not [n for n in library
                 if Path(n).name == "conftest.py" or Path(n).name.startswith("test_")]
 
