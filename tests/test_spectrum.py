@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastobj.render import natural_spectrum, resize_spectrum, save_png, spectrum_from_images
-from fastobj.render.param import decorrelate_colors
+from fastobj.render.color import decorrelate_colors
 from fastobj.render.spectrum import NATURAL_SPECTRUM_FILE
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,7 +14,8 @@ its start was drawn from and its value range. Three bases are offered:
   image's power at every frequency natural whatever the objective asks for.
 
 All end with the same colour stage: optionally a fixed linear map that gives the three raw
-channels the colour correlations of natural images (``decorrelate=True``), then a sigmoid
+channels the colour correlations of natural images (``decorrelate=True``, see
+:mod:`fastobj.render.color`), then a sigmoid
 scaled into the value range. The optimizer therefore works on roughly decorrelated channels.
 
 Each of the B samples has its own random start, drawn from a CPU ``torch.Generator`` seeded
@@ -30,14 +31,15 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .color import color_matrix, decorrelate_colors
+from .spectrum import natural_spectrum
+
 __all__ = [
-    "COLOR_CORRELATION_SVD_SQRT",
     "ImageParameterization",
     "PixelImage",
     "FFTImage",
     "MacoImage",
     "IMAGE_KINDS",
-    "decorrelate_colors",
     "make_parameterization",
     "pair",
 ]
@@ -45,28 +47,8 @@ __all__ = [
 Size = Union[int, Sequence[int]]
 ValueRange = Tuple[float, float]
 
-# Square root (via SVD) of the channel covariance of ImageNet RGB pixels, as estimated for Lucid.
-# Column j is the RGB colour that raw channel j contributes.
-COLOR_CORRELATION_SVD_SQRT = torch.tensor([
-    [0.26, 0.09, 0.02],
-    [0.27, 0.00, -0.05],
-    [0.27, -0.09, 0.03],
-])
-
 #: Keeps the logit of a start picture finite where it is exactly 0 or 1 (half an 8-bit step).
 _START_MARGIN = 0.5 / 255
-
-
-def _color_matrix() -> torch.Tensor:
-    """The correlation matrix scaled so that its largest column has unit Euclidean norm."""
-    m = COLOR_CORRELATION_SVD_SQRT
-    return m / m.norm(dim=0).max()
-
-
-def decorrelate_colors(raw: torch.Tensor, matrix: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Map raw channels to correlated RGB: ``rgb[b, :, y, x] = M @ raw[b, :, y, x]``."""
-    m = _color_matrix() if matrix is None else matrix
-    return torch.einsum("ij,bjhw->bihw", m.to(device=raw.device, dtype=raw.dtype), raw)
 
 
 def pair(size: Size, owner: str = "image") -> Tuple[int, int]:
@@ -106,7 +88,7 @@ class ImageParameterization(nn.Module):
         self.decorrelate = bool(decorrelate)
         self.seed = None if seed is None else int(seed)
         self.value_range = (low, high)
-        self.register_buffer("color_matrix", _color_matrix(), persistent=False)
+        self.register_buffer("color_matrix", color_matrix(), persistent=False)
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -263,8 +245,6 @@ class MacoImage(ImageParameterization):
         super().__init__(batch, size, decorrelate, seed, value_range)
         half = (3, self.height, self.width // 2 + 1)
         if magnitude is None:
-            from .spectrum import natural_spectrum
-
             magnitude = natural_spectrum(self.height, self.width)
         magnitude = torch.as_tensor(magnitude, dtype=torch.float32)
         if tuple(magnitude.shape) != half:

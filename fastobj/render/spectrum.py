@@ -3,10 +3,10 @@
 A MACO image is the inverse 2-D real FFT of a fixed magnitude times a learnt phase, so its
 magnitude must come from somewhere. Here it is the mean ``|rfft2|`` of natural photographs,
 taken in the decorrelated colour basis: with ``M`` the colour matrix that
-:func:`.param.decorrelate_colors` applies (``rgb = M @ raw``), each photo's RGB pixels are
+:func:`.color.decorrelate_colors` applies (``rgb = M @ raw``), each photo's RGB pixels are
 mapped to ``raw = M^-1 @ rgb`` first, so that the spectrum is that of the raw channels an
 image parameterization produces before its colour stage. (``M^-1`` is computed from
-:data:`.param.COLOR_CORRELATION_SVD_SQRT`, which is ``M`` times a scalar; the normalisation
+:data:`.color.COLOR_CORRELATION_SVD_SQRT`, which is ``M`` times a scalar; the normalisation
 below removes that scalar, as it is shared by the three channels.)
 
 Every spectrum here is a float32 ``(3, H, W // 2 + 1)`` tensor laid out as
@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .color import COLOR_CORRELATION_SVD_SQRT, decorrelate_colors
 from .imageio import load_image
-from .param import COLOR_CORRELATION_SVD_SQRT, decorrelate_colors
 
 __all__ = ["natural_spectrum", "spectrum_from_images", "resize_spectrum", "NATURAL_SPECTRUM_FILE"]
 
