@@ -8,7 +8,8 @@ the model's first pass) and prints the time per step, per view (a step over ``KÂ
 when the cost is linear in ``KÂ·B``) and the images per minute of a whole render of
 ``--render-steps`` steps. The objective is made per sample when it names one channel:
 ``ChannelActivation(layer, c)`` becomes channels ``c, c+1, ..., c+B-1``, one per image, as an
-atlas renders them. ``--channels-last`` also runs the model in the channels-last memory format.
+atlas renders them. ``--max-batch`` and ``--channels-last`` are render's options of the same
+names (``auto``: render's default for the device).
 
 Times are wall-clock and process CPU time; the load average is printed with them, since on a
 shared machine only a run next to a quiet load average compares with another.
@@ -51,17 +52,20 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per point")
     parser.add_argument("--render-steps", type=int, default=256,
                         help="steps of the whole render the images/min column assumes")
+    parser.add_argument("--max-batch", default="auto",
+                        help="model inputs per forward pass: N, all, or auto (render's default)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    max_batch = (None if args.max_batch == "all" else
+                 args.max_batch if args.max_batch == "auto" else int(args.max_batch))
+    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
     base = parse_objective(args.objective)
     print(f"# {args.model}, {args.param}, {torch.get_num_threads()} threads, "
-          f"channels_last={args.channels_last}, load average "
+          f"channels_last={args.channels_last}, max_batch={args.max_batch}, load average "
           f"{os.getloadavg()[0]:.1f} at the start")
     print("| B | K | ms/step | ms/view | CPU ms/step | images/min |")
     print("|---|---|---|---|---|---|")
@@ -74,7 +78,9 @@ def main(argv=None) -> None:
                 stamps.append((time.perf_counter(), time.process_time()))
 
             render(model, objective, param=args.param, batch_size=batch, image_size=args.size,
-                   steps=args.steps + 1, views=views, stop_early=True, progress=False,
+                   steps=args.steps + 1, views=views, max_batch=max_batch,
+                   channels_last=channels_last,
+                   stop_early=True, progress=False,
                    callbacks=[stamp])
             wall = (stamps[-1][0] - stamps[0][0]) / args.steps
             cpu = (stamps[-1][1] - stamps[0][1]) / args.steps

@@ -197,15 +197,38 @@ def test_max_batch_bounds_passes_not_the_result():
     objective = ChannelActivation("features.6", [1, 2, 3]) + 0.5 * Diversity("features.5")
     kw = dict(batch_size=3, image_size=20, steps=3, views=4, optimizer="sgd", lr=2.0,
               progress=False, transparency=True)
-    whole = render(model, objective, **kw)
-    for max_batch in (3, 6, 9):
+    whole = render(model, objective, max_batch=None, **kw)
+    for max_batch in (1, 2, 3, 6, 9, "auto"):  # slices of one view set, passes of 1, 2, 3
         parts = render(model, objective, max_batch=max_batch, **kw)
         assert parts.history == pytest.approx(whole.history, rel=1e-5)
         assert torch.allclose(parts.images, whole.images, atol=1e-5)
         assert torch.allclose(parts.transparency, whole.transparency, rtol=1e-4,
                               atol=1e-6 * whole.transparency.max())
-    with pytest.raises(ValueError, match="max_batch"):
-        render(model, objective, max_batch=2, **kw)
+    for bad in (0, "half"):
+        with pytest.raises(ValueError, match="max_batch"):
+            render(model, objective, max_batch=bad, **kw)
+
+
+def test_channels_last_views_give_the_same_render():
+    model = demo_cnn()
+    kw = dict(batch_size=2, image_size=20, steps=2, optimizer="sgd", lr=2.0, progress=False)
+    plain = render(model, "features.6:3", channels_last=False, **kw)
+    nhwc = render(model, "features.6:3", channels_last=True, **kw)
+    assert torch.allclose(plain.images, nhwc.images, atol=1e-5)
+    assert nhwc.history == pytest.approx(plain.history, rel=1e-5)
+
+    class Viewing(nn.Module):  # a model that .view()s a convolution's output
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y.view(y.shape[0], -1)
+
+    with pytest.raises(RuntimeError, match="channels_last=False"):
+        render(Viewing(), "conv:1", channels_last=True, **kw)
+    render(Viewing(), "conv:1", channels_last=False, **kw)
 
 
 # --------------------------------------------------------------------------- step, callbacks

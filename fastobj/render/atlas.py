@@ -154,7 +154,8 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
                  image_size: Optional[int] = None, steps: int = 256, lr: Optional[float] = None,
                  seed: int = 0, param: str = "fft", decorrelate: bool = True,
                  views: Optional[int] = None, transparency: bool = False,
-                 max_batch: Optional[int] = None, preprocess: Any = "model",
+                 max_batch: Union[None, int, str] = "auto",
+                 channels_last: Optional[bool] = None, preprocess: Any = "model",
                  device: Union[None, str, torch.device] = None, scale: int = 1,
                  progress: bool = True,
                  identity: Optional[Mapping[str, Any]] = None) -> AtlasResult:
@@ -165,8 +166,9 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
         out_dir: the atlas directory (created; reused to resume).
         channels: a list of channels, a :func:`parse_channels` string, or None for all.
         batch_size: channels rendered together (one per sample).
-        image_size, steps, lr, seed, param, decorrelate, views, max_batch, preprocess, device:
-            as for :func:`~fastobj.render.render` (with the image kind's recipe of views).
+        image_size, steps, lr, seed, param, decorrelate, views, max_batch, channels_last,
+            preprocess, device: as for :func:`~fastobj.render.render` (with the image kind's
+            recipe of views).
         transparency: also write each channel's transparency map, as an RGBA PNG in
             ``transparency/`` (the render as colour, the map as alpha).
         scale: the grid PNG is enlarged this many times (nearest neighbour).
@@ -225,7 +227,7 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
                           image_size=image_size, steps=steps, lr=lr, seed=seed + k,
                           param=param, decorrelate=decorrelate, views=views,
                           transparency=transparency, max_batch=max_batch,
-                          preprocess=preprocess, device=device)
+                          channels_last=channels_last, preprocess=preprocess, device=device)
     finally:
         if bar is not None:
             bar.close()

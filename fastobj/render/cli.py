@@ -95,8 +95,14 @@ def _add_image_arguments(parser: argparse.ArgumentParser, batch_size: int,
                         help="random views of each image per step, evaluated as one batch "
                              "(default 1; 6 crops with --param maco)")
     parser.add_argument("--max-batch", type=int, default=None, metavar="N",
-                        help="at most N model inputs per forward pass (whole view sets; bounds "
-                             "memory, not the result); default all views at once")
+                        help="at most N model inputs per forward pass: passes of whole view "
+                             "sets bound the memory, slices below the batch size are faster on "
+                             "a CPU; never changes the result (default: 4 on a CPU, else all "
+                             "at once)")
+    parser.add_argument("--no-channels-last", action="store_true",
+                        help="keep the model inputs in the default memory layout (by default "
+                             "they are channels-last on a CPU, which speeds up convolutions; a "
+                             "model that .view()s a convolution's output needs this flag)")
     parser.add_argument("--transparency", action="store_true",
                         help="also accumulate |d loss / d image| and write it (see below)")
     parser.add_argument("--no-decorrelate", action="store_true",
@@ -283,8 +289,9 @@ def _render_options(args: argparse.Namespace) -> dict:
     """The :func:`~fastobj.render.render` arguments that the image options set."""
     return dict(image_size=args.size, steps=args.steps, seed=args.seed, param=args.param,
                 lr=args.lr, optimizer=args.optimizer, views=args.views,
-                max_batch=args.max_batch, transparency=args.transparency,
-                decorrelate=not args.no_decorrelate)
+                max_batch="auto" if args.max_batch is None else args.max_batch,
+                channels_last=False if args.no_channels_last else None,
+                transparency=args.transparency, decorrelate=not args.no_decorrelate)
 
 
 def _save_at(spec: Optional[str], steps: int) -> List[int]:

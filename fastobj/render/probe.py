@@ -159,7 +159,29 @@ class ActivationProbe:
                                "not run in the forward pass")
         return outputs
 
-    def __call__(self, model_input: torch.Tensor) -> Dict[Any, Any]:
+    def __call__(self, model_input: torch.Tensor,
+                 max_batch: Optional[int] = None) -> Dict[Any, Any]:
+        """Run ``forward(model_input)`` and return ``{target: activation}``.
+
+        With ``max_batch``, the forward pass runs on consecutive slices of at most ``max_batch``
+        rows and each target's activations are concatenated (every output must be a tensor
+        with the batch first): the same values, with each layer working on smaller batches,
+        which is faster where large batches spill out of the processor's caches.
+        """
+        rows = model_input.shape[0] if model_input.dim() else 0
+        if max_batch is None or rows <= max_batch:
+            return self._run(model_input)
+        parts = [self._run(chunk) for chunk in model_input.split(max_batch)]
+        joined = {}
+        for target in parts[0]:
+            values = [part[target] for part in parts]
+            if not all(isinstance(v, torch.Tensor) for v in values):
+                raise ValueError(f"render: the output of {target!r} is not a tensor, so the "
+                                 "forward pass cannot run in slices; leave max_batch unset")
+            joined[target] = torch.cat(values)
+        return joined
+
+    def _run(self, model_input: torch.Tensor) -> Dict[Any, Any]:
         with self.capturing() as outputs:
             if self.targets or not self.stop_early:
                 self.forward(model_input)

@@ -7,8 +7,10 @@ accentuate.Anchor`) and takes one step when called:
 1. make the images (``image()``) and detach them into a leaf, so that the gradient with respect
    to the images, ``∂loss/∂image``, is kept (the transparency map accumulates it);
 2. make the ``K·B`` views and run the model on them, as one batch or in passes of at most
-   ``max_batch`` inputs (whole view sets: the model's memory is bounded by ``max_batch``, the
-   result does not depend on it);
+   ``max_batch`` inputs. A pass holds whole view sets and back-propagates before the next, so
+   the model's memory is bounded by ``max(max_batch, B)`` inputs; below ``B``, each view set's
+   forward pass runs in slices of ``max_batch`` (faster on a CPU whose caches large batches
+   overflow). The result does not depend on it;
 3. evaluate the objective on each view set, summarise it (``-mean`` by default) and average
    over the ``K`` view sets; add the anchor's penalty; back-propagate;
 4. back-propagate the images' gradient into the image object's parameters and take an
@@ -82,13 +84,13 @@ class StepState:
 
 
 def _sets_per_pass(max_batch: Optional[int], count: int, batch: int) -> int:
-    """How many view sets one model pass takes: all, or as many whole sets as fit."""
+    """How many view sets one pass (forward, objective, backward) takes: all, or as many
+    whole sets as fit in ``max_batch`` inputs, at least one."""
     if max_batch is None:
         return count
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < batch:
-        raise ValueError(f"render: max_batch must be an int of at least the batch size "
-                         f"({batch}: one view of every image), got {max_batch!r}")
-    return min(count, max_batch // batch)
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"render: max_batch must be a positive int, got {max_batch!r}")
+    return max(1, min(count, max_batch // batch))
 
 
 class RenderStep:
@@ -107,7 +109,7 @@ class RenderStep:
             IMAGE_TARGET`, the image object itself): they receive the images, not views.
         anchor: feature accentuation's penalty (:class:`~fastobj.render.accentuate.Anchor`),
             with ``anchor_probe`` reading its layer on the anchor picture's views.
-        max_batch: the most model inputs per pass (whole view sets); None for one pass.
+        max_batch: the most model inputs per forward pass (see step 2 above); None: all.
         autocast: a context manager (e.g. bfloat16 autocast) around views, model and
             objective; the summarised loss is cast to float32 before the backward pass.
     """
@@ -130,6 +132,7 @@ class RenderStep:
             raise ValueError("RenderStep: an anchor needs an anchor_probe on its layer")
         self.anchor, self.anchor_probe = anchor, anchor_probe
         self.sets_per_pass = _sets_per_pass(max_batch, views.count, image.batch)
+        self.max_batch = max_batch
         self.autocast = autocast or contextlib.nullcontext
         self.steps_taken = 0
 
@@ -159,7 +162,7 @@ class RenderStep:
             sets = min(count - first, self.sets_per_pass)
             rows = slice(first * batch, (first + sets) * batch)
             with self.autocast():
-                acts = self.probe(inputs[rows])
+                acts = self.probe(inputs[rows], self.max_batch)
                 acts.update({t: v[rows] for t, v in view_acts.items()})
                 acts.update(whole)
                 view_sets = split_view_sets(acts, sets, batch, whole=tuple(whole))
@@ -167,7 +170,8 @@ class RenderStep:
                 distance = None
                 if self.anchor is not None:
                     with torch.no_grad():
-                        reference = self.anchor_probe(anchor_inputs[rows])[self.anchor.layer]
+                        reference = self.anchor_probe(anchor_inputs[rows], self.max_batch)[
+                            self.anchor.layer]
                     distance = sum(self.anchor.distance(a, r) for a, r in zip(
                         acts[self.anchor.layer].split(batch), reference.split(batch))) / count
             yield loss, distance, first + sets == count
