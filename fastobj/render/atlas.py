@@ -10,6 +10,9 @@ It writes into a directory::
     batches/batch_00002.pt     each finished batch: images and activations (for resuming)
     atlas.csv           channel, activation, grey_activation (once every channel is done)
     atlas.png           the labelled grid (once every channel is done)
+    index.html, thumbs/ the browsable page (rewritten after each finished batch; see
+                        :mod:`fastobj.render.atlas_page`)
+    command.txt         the command lines that rendered into it (shown on the page, not compared)
 
 ``activation`` is the mean over positions of the channel's activation on the final image
 (preprocessed, without random transforms); ``grey_activation`` the same on a mid-grey image,
@@ -157,7 +160,8 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
                  param: str = "fft", decorrelate: bool = True, preprocess: Any = "model",
                  device: Union[None, str, torch.device] = None, scale: int = 1,
                  progress: bool = True,
-                 identity: Optional[Mapping[str, Any]] = None) -> AtlasResult:
+                 identity: Optional[Mapping[str, Any]] = None,
+                 command: Optional[Sequence[str]] = None) -> AtlasResult:
     """Render one image per channel of ``layer`` into ``out_dir`` (see the module docstring).
 
     Args:
@@ -170,6 +174,8 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
         scale: the grid PNG is enlarged this many times (nearest neighbour).
         progress: a progress bar over channels, with an ETA (rank 0 only).
         identity: extra settings a resume must match, such as the model's name.
+        command: the command line that started this run, recorded for the page (a resume
+            does not compare it).
 
     Returns:
         an :class:`AtlasResult`: one :class:`AtlasEntry` per channel, and the time taken.
@@ -198,6 +204,10 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     os.makedirs(os.path.join(out_dir, "batches"), exist_ok=True)
     _check_settings(out_dir, settings, writer=rank == 0)
+    from .atlas_page import record_command, write_atlas_page  # it imports this module
+
+    if command and rank == 0:
+        record_command(out_dir, command)
 
     batches = [channels[i:i + batch_size] for i in range(0, len(channels), batch_size)]
     mine = [k for k in range(len(batches)) if k % world == rank]
@@ -217,6 +227,8 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
                           image_size=image_size, steps=steps, lr=lr, seed=seed + k,
                           param=param, decorrelate=decorrelate, preprocess=preprocess,
                           device=run_device)
+            if rank == 0:
+                write_atlas_page(out_dir)
     finally:
         if bar is not None:
             bar.close()
@@ -228,6 +240,7 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
                for c, a, g in zip(r["channels"], r["activation"], r["grey"])]
     if rank == 0:
         _write_summary(out_dir, entries, torch.cat([r["images"] for r in records]), scale)
+        write_atlas_page(out_dir)
     return AtlasResult(entries, sum(len(batches[k]) for k in todo), seconds)
 
 
