@@ -8,6 +8,8 @@
   (Lucent's ``"layer:channel"`` included).
 * :mod:`.models`: :func:`efficientnet_lite0` (pretrained, offline) and :func:`list_layers`.
 * :mod:`.atlas`: :func:`render_atlas`, one image per channel of a layer, resumable.
+* :mod:`.atlas_page`: :func:`write_atlas_page`, the atlas as a static offline web page.
+* :mod:`.atlas_layers`: :func:`render_layer_atlases`, several layers in turn, with an index.
 * :mod:`.demo`: :class:`DemoCNN` and :class:`DemoViT`, small deterministic networks for demos
   and tests.
 * :mod:`.png`: :func:`make_grid`, :func:`upscale` and :func:`save_png`.
@@ -23,6 +25,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from .atlas import AtlasEntry, AtlasResult, render_atlas
+from .atlas_layers import render_layer_atlases
+from .atlas_page import write_atlas_page
 from .demo import DemoCNN, DemoViT, demo_cnn, demo_vit
 from .expression import OBJECTIVE_NAMES, parse_objective
 from .models import LayerInfo, efficientnet_lite0, list_layers
@@ -42,7 +46,7 @@ __all__ = [
     "parse_objective", "OBJECTIVE_NAMES",
     "Preprocess", "model_preprocess",
     "efficientnet_lite0", "list_layers", "LayerInfo",
-    "render_atlas", "AtlasEntry", "AtlasResult",
+    "render_atlas", "AtlasEntry", "AtlasResult", "render_layer_atlases", "write_atlas_page",
     "DemoCNN", "demo_cnn", "DemoViT", "demo_vit",
     "make_grid", "upscale", "save_png",
     "lucent_objective",

@@ -111,14 +111,20 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``atlas`` options to ``parser``; ``args.run`` becomes :func:`run_atlas`."""
-    parser.add_argument("layer", metavar="LAYER", help="the layer, e.g. _blocks.10")
+    parser.add_argument("layer", metavar="LAYER", nargs="?", default=None,
+                        help="the layer, e.g. _blocks.10 (or --layers)")
+    parser.add_argument("--layers", default=None, metavar="L1,L2,...|all",
+                        help="instead of LAYER: several layers in turn, each into its own "
+                             "folder of --out, with an index page over them; 'all' takes "
+                             "every layer with a (C,) or (C, H, W) output")
     parser.add_argument("--channels", default=None, metavar="SPEC",
                         help="channels: START:STOP ranges and numbers, comma separated "
-                             "(default: all)")
+                             "(default: all; with --layers, each layer keeps those it has)")
     _add_model_arguments(parser)
     _add_image_arguments(parser, batch_size=16)
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="atlas directory (images, CSV, grid); a rerun resumes it")
+                        help="atlas directory (index.html, images, CSV, grid); a rerun "
+                             "resumes it")
     parser.set_defaults(run=run_atlas)
 
 
@@ -338,13 +344,20 @@ def _start_distributed(device: torch.device) -> tuple:
 
 
 def run_atlas(args: argparse.Namespace) -> int:
-    """Run ``fastobj atlas``: one image per channel of a layer, a grid, a CSV; resumable."""
+    """Run ``fastobj atlas``: one image per channel of a layer (or of each of ``--layers``),
+    a grid, a CSV and a page; resumable."""
     from .atlas import render_atlas
+    from .atlas_layers import render_layer_atlases
+    from .atlas_page import PAGE_FILE
 
     try:
+        if (args.layer is None) == (args.layers is None):
+            raise UsageError("give one layer (LAYER) or several (--layers L1,L2,...|all), "
+                             "not both")
         _check_counts(args)
         model, device, preprocess = _prepare_model(args)
-        _check_target_names(model, [args.layer])
+        if args.layer is not None:
+            _check_target_names(model, [args.layer])
     except (UsageError, ValueError) as exc:
         return _error(str(exc), "atlas")
     device, started = _start_distributed(device)
@@ -352,13 +365,18 @@ def run_atlas(args: argparse.Namespace) -> int:
     model = model.to(device)
     identity = {"model": args.model, "weights": args.weights, "normalize": args.normalize,
                 "model_size": args.model_size}
+    options = dict(batch_size=args.batch_size, image_size=args.size, steps=args.steps,
+                   lr=args.lr, seed=args.seed, param=args.param,
+                   decorrelate=not args.no_decorrelate, preprocess=preprocess, device=device,
+                   scale=args.scale, progress=not args.no_progress, identity=identity,
+                   command=getattr(args, "command_line", None))
     try:
-        atlas = render_atlas(model, args.layer, args.out, args.channels,
-                               batch_size=args.batch_size, image_size=args.size,
-                               steps=args.steps, lr=args.lr, seed=args.seed, param=args.param,
-                               decorrelate=not args.no_decorrelate, preprocess=preprocess,
-                               device=device, scale=args.scale, progress=not args.no_progress,
-                               identity=identity)
+        if args.layers is not None:
+            atlases = render_layer_atlases(model, args.layers, args.out, args.channels,
+                                           title=args.model, **options)
+        else:
+            atlases = {args.layer: render_atlas(model, args.layer, args.out, args.channels,
+                                                **options)}
     except KeyboardInterrupt:
         print("fastobj atlas: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
@@ -369,14 +387,17 @@ def run_atlas(args: argparse.Namespace) -> int:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    entries = atlas.entries
-    above = sum(e.activation > e.grey_activation for e in entries)
-    rate = (f" ({atlas.rendered / atlas.seconds * 60:.1f} channels/min)"
-            if atlas.rendered else "")
-    done = f"rendered {atlas.rendered} channels in {atlas.seconds:.1f} s{rate}"
+    rendered = sum(atlas.rendered for atlas in atlases.values())
+    seconds = sum(atlas.seconds for atlas in atlases.values())
+    rate = f" ({rendered / seconds * 60:.1f} channels/min)" if rendered else ""
+    done = f"rendered {rendered} channels in {seconds:.1f} s{rate}"
     if rank:
         print(f"rank {rank}: {done}")
-    else:
-        print(f"wrote {args.out}: {len(entries)} channels of {args.layer}, {above} above their "
-              f"grey-image activation; this process {done}")
+        return 0
+    for layer, atlas in atlases.items():
+        above = sum(e.activation > e.grey_activation for e in atlas.entries)
+        print(f"{len(atlas.entries)} channels of {layer}, {above} above their grey-image "
+              "activation")
+    page = os.path.join(args.out, PAGE_FILE)
+    print(f"wrote {args.out} (open {page}): this process {done}")
     return 0
