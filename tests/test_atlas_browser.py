@@ -71,8 +71,10 @@ def page(browser, atlas):
 
 
 def _tile_order(page):
-    return page.eval_on_selector_all(".tile:not([hidden])",
-                                     "tiles => tiles.map(t => Number(t.dataset.channel))")
+    """The channels of the tiles laid out on the page (not hidden), in their order."""
+    return page.eval_on_selector_all(
+        ".tile", "tiles => tiles.filter(t => t.getClientRects().length > 0)"
+                 ".map(t => Number(t.dataset.channel))")
 
 
 def _all_loaded(page, selector):

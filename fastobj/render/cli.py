@@ -6,6 +6,8 @@ Examples (the built-in demo CNN; ``--model efficientnet_lite0`` for the pretrain
         --steps 128 --out render.png
     fastobj layers
     fastobj atlas features.6 --channels 0:16 --size 64 --steps 64 --out atlas/
+    fastobj atlas --layers features.3,features.6 --channels 0:16 --size 64 --steps 64 \\
+        --out atlas_layers/
 
 Usage errors (a model import path that does not resolve, a weights file that cannot be loaded,
 an expression outside the accepted grammar, a target that names no submodule, an objective that
