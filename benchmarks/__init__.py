@@ -11,4 +11,6 @@
 * :mod:`.baselines`: the classic Lucid/Lucent/Captum algorithms, kept here as baselines only.
 * ``test_bench_*.py``: the pytest-benchmark suite (``pytest benchmarks/``).
 * ``gpu_check.sh``: the one-shot check for a machine with one H100/H200 GPU.
+* :mod:`.atlas_page`: how long an atlas page of 1,280 channels takes to open in headless
+  Chromium (``python -m fastobj.benchmarks.atlas_page``); also the browser test's launcher.
 """
