@@ -10,6 +10,8 @@
   (CSV, table, plot); :mod:`.cli`: the ``fastobj bench`` command.
 * :mod:`.baselines`: the classic Lucid/Lucent/Captum algorithms, kept here as baselines only.
 * ``gpu_check.sh``: the one-shot check for a machine with one H100/H200 GPU.
+* :mod:`.atlas_page`: how long an atlas page of 1,280 channels takes to open in headless
+  Chromium (``python -m fastobj.benchmarks.atlas_page``); also the browser test's launcher.
 
 The pytest-benchmark suite over the same ops is ``tests/bench`` (``pytest tests/bench``): test
 code stays out of the installed package.

@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     render_cli.add_layers_arguments(commands.add_parser(
         "layers", help="list a model's layers with their output shapes"))
     render_cli.add_atlas_arguments(commands.add_parser(
-        "atlas", help="render every channel of a layer: images, a labelled grid, a CSV"))
+        "atlas", help="render every channel of a layer (or of several): images, a labelled grid, a CSV, "
+              "a web page"))
     return parser
 
 
@@ -43,7 +44,9 @@ def _import_from_working_directory() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     _import_from_working_directory()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = ["fastobj", *argv]  # as typed, for the records of a run (atlas page)
     return int(args.run(args) or 0)
 
 

@@ -18,6 +18,8 @@
   (Lucent's ``"layer:channel"`` included).
 * :mod:`.models`: :func:`efficientnet_lite0` (pretrained, offline) and :func:`list_layers`.
 * :mod:`.atlas`: :func:`render_atlas`, one image per channel of a layer, resumable.
+* :mod:`.atlas_page`: :func:`write_atlas_page`, the atlas as a static offline web page.
+* :mod:`.atlas_layers`: :func:`render_layer_atlases`, several layers in turn, with an index.
 * :mod:`.demo`: :class:`DemoCNN` and :class:`DemoViT`, small deterministic networks for demos
   and tests.
 * :mod:`.png`: :func:`make_grid` and :func:`upscale`, a batch laid out as one picture.
@@ -37,6 +39,8 @@ import torch
 
 from .accentuate import Anchor, fit_picture, load_pictures
 from .atlas import AtlasEntry, AtlasResult, render_atlas
+from .atlas_layers import render_layer_atlases
+from .atlas_page import write_atlas_page
 from .callbacks import (
     EveryStep,
     ProgressBar,
@@ -85,7 +89,7 @@ __all__ = [
     "Anchor", "fit_picture", "load_pictures",
     "parse_objective", "OBJECTIVE_NAMES",
     "efficientnet_lite", "efficientnet_lite0", "list_layers", "LayerInfo",
-    "render_atlas", "AtlasEntry", "AtlasResult",
+    "render_atlas", "AtlasEntry", "AtlasResult", "render_layer_atlases", "write_atlas_page",
     "DemoCNN", "demo_cnn", "DemoViT", "demo_vit",
     "make_grid", "upscale", "save_png", "save_rgba_png", "load_image", "ImageFileError",
     "natural_spectrum", "spectrum_from_images", "resize_spectrum",

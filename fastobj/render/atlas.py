@@ -3,14 +3,10 @@
 :func:`render_atlas` renders every asked-for channel of a layer. Each batch holds up to
 ``batch_size`` channels, one per sample, optimized together with a per-sample
 ``ChannelActivation(layer, [c0, c1, ...])``: one forward and backward pass serves them all.
-It writes into a directory::
-
-    atlas.json          the settings (a rerun with other settings is refused)
-    images/channel_0017.png    each channel's image
-    transparency/channel_0017.png  its transparency map as alpha (``transparency=True``)
-    batches/batch_00002.pt     each finished batch: images and activations (for resuming)
-    atlas.csv           channel, activation, grey_activation (once every channel is done)
-    atlas.png           the labelled grid (once every channel is done)
+It writes into a directory the files :mod:`fastobj.render.atlas_files` lists: every channel's
+image (and transparency map), a record per finished batch (for resuming), the CSV of
+activations and the labelled grid once every channel is done, and the browsable page
+(:mod:`fastobj.render.atlas_page`), rewritten after each finished batch.
 
 ``activation`` is the mean over positions of the channel's activation on the final image
 (preprocessed, without random transforms); ``grey_activation`` the same on a mid-grey image,
@@ -36,6 +32,18 @@ from torch import nn
 
 from ..hooks import collect_activations, resolve_target
 from ..objectives import ChannelActivation
+from .atlas_files import (
+    BATCHES_DIR,
+    CSV_FILE,
+    GRID_FILE,
+    IMAGES_DIR,
+    SETTINGS_FILE,
+    TRANSPARENCY_DIR,
+    AtlasEntry,
+    batch_path,
+    image_name,
+)
+from .atlas_page import record_command, write_atlas_page
 from .callbacks import transparency_alpha
 from .imageio import save_png, save_rgba_png, write_atomically
 from .param import pair
@@ -44,22 +52,8 @@ from .preprocess import model_preprocess
 from .probe import borrowed, run_device
 from .runner import RECIPES, render
 
-__all__ = ["AtlasEntry", "AtlasResult", "parse_channels", "channel_means", "render_atlas"]
-
-SETTINGS_FILE = "atlas.json"
-CSV_FILE = "atlas.csv"
-GRID_FILE = "atlas.png"
-TRANSPARENCY_DIR = "transparency"
-
-
-@dataclass
-class AtlasEntry:
-    """One channel of an atlas: its final and its grey-image mean activation."""
-
-    channel: int
-    activation: float
-    grey_activation: float
-
+__all__ = ["AtlasEntry", "AtlasResult", "parse_channels", "channel_means", "rank_and_world",
+           "render_atlas"]
 
 @dataclass
 class AtlasResult:
@@ -130,20 +124,16 @@ def _check_settings(out_dir: str, settings: Dict[str, Any], writer: bool) -> Non
         write_atomically(path, write)
 
 
-def _batch_path(out_dir: str, k: int) -> str:
-    return os.path.join(out_dir, "batches", f"batch_{k:05d}.pt")
-
-
 def _load_batch(out_dir: str, k: int, channels: Sequence[int]) -> Optional[Dict[str, Any]]:
     """The record of batch ``k`` if it is finished (and holds ``channels``), else None."""
-    path = _batch_path(out_dir, k)
+    path = batch_path(out_dir, k)
     if not os.path.exists(path):
         return None
     record = torch.load(path, map_location="cpu", weights_only=True)
     return record if record["channels"].tolist() == list(channels) else None
 
 
-def _rank_and_world() -> Tuple[int, int]:
+def rank_and_world() -> Tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -158,7 +148,8 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
                  channels_last: Optional[bool] = None, preprocess: Any = "model",
                  device: Union[None, str, torch.device] = None, scale: int = 1,
                  progress: bool = True,
-                 identity: Optional[Mapping[str, Any]] = None) -> AtlasResult:
+                 identity: Optional[Mapping[str, Any]] = None,
+                 command: Optional[Sequence[str]] = None) -> AtlasResult:
     """Render one image per channel of ``layer`` into ``out_dir`` (see the module docstring).
 
     Args:
@@ -174,6 +165,8 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
         scale: the grid PNG is enlarged this many times (nearest neighbour).
         progress: a progress bar over channels, with an ETA (rank 0 only).
         identity: extra settings a resume must match, such as the model's name.
+        command: the command line that started this run, recorded for the page (a resume
+            does not compare it).
 
     Returns:
         an :class:`AtlasResult`: one :class:`AtlasEntry` per channel, and the time taken.
@@ -200,14 +193,17 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
         channels = parse_channels(channels, grey.numel())
     else:
         channels = parse_channels(",".join(str(int(c)) for c in channels), grey.numel())
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     settings = {"layer": layer, "channels": channels, "batch_size": batch_size,
                 "image_size": image_size, "steps": steps, "lr": lr, "seed": seed,
                 "param": param, "decorrelate": decorrelate, "views": views,
                 "transparency": transparency, **dict(identity or {})}
-    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
-    os.makedirs(os.path.join(out_dir, "batches"), exist_ok=True)
+    os.makedirs(os.path.join(out_dir, IMAGES_DIR), exist_ok=True)
+    os.makedirs(os.path.join(out_dir, BATCHES_DIR), exist_ok=True)
     _check_settings(out_dir, settings, writer=rank == 0)
+
+    if command and rank == 0:
+        record_command(out_dir, command)
 
     batches = [channels[i:i + batch_size] for i in range(0, len(channels), batch_size)]
     mine = [k for k in range(len(batches)) if k % world == rank]
@@ -228,6 +224,8 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
                           param=param, decorrelate=decorrelate, views=views,
                           transparency=transparency, max_batch=max_batch,
                           channels_last=channels_last, preprocess=preprocess, device=device)
+            if rank == 0:
+                write_atlas_page(out_dir)
     finally:
         if bar is not None:
             bar.close()
@@ -239,6 +237,7 @@ def render_atlas(model: nn.Module, layer: str, out_dir: str,
                for c, a, g in zip(r["channels"], r["activation"], r["grey"])]
     if rank == 0:
         _write_summary(out_dir, entries, torch.cat([r["images"] for r in records]), scale)
+        write_atlas_page(out_dir)
     return AtlasResult(entries, sum(len(batches[k]) for k in todo), seconds)
 
 
@@ -262,7 +261,7 @@ def _render_batch(model: nn.Module, layer: str, out_dir: str, k: int, channels: 
                           preprocess).cpu()
     activation = means[torch.arange(len(channels)), index]
     for channel, image in zip(channels, result.images):
-        save_png(image, os.path.join(out_dir, "images", f"channel_{channel:04d}.png"))
+        save_png(image, os.path.join(out_dir, IMAGES_DIR, image_name(channel)))
     record = {"channels": index, "activation": activation, "grey": grey.cpu()[index],
               "images": (result.images.clamp(0, 1) * 255).round().to(torch.uint8)}
     if result.transparency is not None:
@@ -270,9 +269,9 @@ def _render_batch(model: nn.Module, layer: str, out_dir: str, k: int, channels: 
         os.makedirs(os.path.join(out_dir, TRANSPARENCY_DIR), exist_ok=True)
         for channel, image, mask in zip(channels, result.images, alpha):
             save_rgba_png(image, mask, os.path.join(out_dir, TRANSPARENCY_DIR,
-                                                    f"channel_{channel:04d}.png"))
+                                                    image_name(channel)))
         record["alpha"] = (alpha * 255).round().to(torch.uint8)
-    write_atomically(_batch_path(out_dir, k), lambda tmp: torch.save(record, tmp))
+    write_atomically(batch_path(out_dir, k), lambda tmp: torch.save(record, tmp))
     if bar is not None:
         bar.update(len(channels))
 

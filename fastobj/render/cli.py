@@ -8,6 +8,8 @@ Examples (the built-in demo CNN; ``--model efficientnet_lite0`` for the pretrain
     fastobj accentuate photo.jpg features.6:3 --size 96 --steps 64 --out accent.png
     fastobj layers
     fastobj atlas features.6 --channels 0:16 --size 64 --steps 64 --out atlas/
+    fastobj atlas --layers features.3,features.6 --channels 0:16 --size 64 --steps 64 \\
+        --out atlas_layers/
 
 Usage errors (a model import path that does not resolve, a weights file that cannot be loaded,
 an expression outside the accepted grammar, a target that names no submodule, an objective that
@@ -169,15 +171,20 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``atlas`` options to ``parser``; ``args.run`` becomes :func:`run_atlas`."""
-    parser.add_argument("layer", metavar="LAYER", help="the layer, e.g. _blocks.10")
+    parser.add_argument("layer", metavar="LAYER", nargs="?", default=None,
+                        help="the layer, e.g. _blocks.10 (or --layers)")
+    parser.add_argument("--layers", default=None, metavar="L1,L2,...|all",
+                        help="instead of LAYER: several layers in turn, each into its own "
+                             "folder of --out, with an index page over them; 'all' takes "
+                             "every layer with a (C,) or (C, H, W) output")
     parser.add_argument("--channels", default=None, metavar="SPEC",
                         help="channels: START:STOP ranges and numbers, comma separated "
-                             "(default: all)")
+                             "(default: all; with --layers, each layer keeps those it has)")
     _add_model_arguments(parser)
     _add_image_arguments(parser, batch_size=16)
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="atlas directory (images, CSV, grid; transparency/ with "
-                             "--transparency); a rerun resumes it")
+                        help="atlas directory (index.html, images, CSV, grid; "
+                             "transparency/ with --transparency); a rerun resumes it")
     parser.set_defaults(run=run_atlas)
 
 
@@ -468,13 +475,20 @@ def _start_distributed(device: torch.device) -> tuple:
 
 
 def run_atlas(args: argparse.Namespace) -> int:
-    """Run ``fastobj atlas``: one image per channel of a layer, a grid, a CSV; resumable."""
+    """Run ``fastobj atlas``: one image per channel of a layer (or of each of ``--layers``),
+    a grid, a CSV and a page; resumable."""
     from .atlas import render_atlas
+    from .atlas_layers import render_layer_atlases
+    from .atlas_page import PAGE_FILE
 
     try:
+        if (args.layer is None) == (args.layers is None):
+            raise UsageError("give one layer (LAYER) or several (--layers L1,L2,...|all), "
+                             "not both")
         _check_counts(args)
         model, device, preprocess = _prepare_model(args)
-        check_targets(model, [args.layer])
+        if args.layer is not None:
+            check_targets(model, [args.layer])
     except (UsageError, ValueError) as exc:
         return _error(str(exc), "atlas")
     device, started = _start_distributed(device)
@@ -482,14 +496,18 @@ def run_atlas(args: argparse.Namespace) -> int:
     model = model.to(device)
     identity = {"model": args.model, "weights": args.weights, "normalize": args.normalize,
                 "model_size": args.model_size}
+    options = dict(_render_options(args), batch_size=args.batch_size, preprocess=preprocess,
+                   device=device, scale=args.scale, progress=not args.no_progress,
+                   identity=identity, command=getattr(args, "command_line", None))
     try:
-        options = _render_options(args)
         if options.pop("optimizer") is not None:
             raise ValueError("--optimizer is not an atlas option (the recipe's is used)")
-        atlas = render_atlas(model, args.layer, args.out, args.channels,
-                             batch_size=args.batch_size, preprocess=preprocess, device=device,
-                             scale=args.scale, progress=not args.no_progress,
-                             identity=identity, **options)
+        if args.layers is not None:
+            atlases = render_layer_atlases(model, args.layers, args.out, args.channels,
+                                           title=args.model, **options)
+        else:
+            atlases = {args.layer: render_atlas(model, args.layer, args.out, args.channels,
+                                                **options)}
     except KeyboardInterrupt:
         print("fastobj atlas: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
@@ -500,14 +518,17 @@ def run_atlas(args: argparse.Namespace) -> int:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    entries = atlas.entries
-    above = sum(e.activation > e.grey_activation for e in entries)
-    rate = (f" ({atlas.rendered / atlas.seconds * 60:.1f} channels/min)"
-            if atlas.rendered else "")
-    done = f"rendered {atlas.rendered} channels in {atlas.seconds:.1f} s{rate}"
+    rendered = sum(atlas.rendered for atlas in atlases.values())
+    seconds = sum(atlas.seconds for atlas in atlases.values())
+    rate = f" ({rendered / seconds * 60:.1f} channels/min)" if rendered else ""
+    done = f"rendered {rendered} channels in {seconds:.1f} s{rate}"
     if rank:
         print(f"rank {rank}: {done}")
-    else:
-        print(f"wrote {args.out}: {len(entries)} channels of {args.layer}, {above} above their "
-              f"grey-image activation; this process {done}")
+        return 0
+    for layer, atlas in atlases.items():
+        above = sum(e.activation > e.grey_activation for e in atlas.entries)
+        print(f"{len(atlas.entries)} channels of {layer}, {above} above their grey-image "
+              "activation")
+    page = os.path.join(args.out, PAGE_FILE)
+    print(f"wrote {args.out} (open {page}): this process {done}")
     return 0
