@@ -10,5 +10,7 @@
   (CSV, table, plot); :mod:`.cli`: the ``fastobj bench`` command.
 * :mod:`.baselines`: the classic Lucid/Lucent/Captum algorithms, kept here as baselines only.
 * ``test_bench_*.py``: the pytest-benchmark suite (``pytest benchmarks/``).
-* ``gpu_check.sh``: the one-shot check for a machine with one H100/H200 GPU.
+* ``gpu_check.sh``: the one-shot check for a machine with one H100/H200 GPU, with its Python
+  side :mod:`.gpu_check` (device facts, merged summary, profile) and :mod:`.kernel_variants`
+  (the kernel variants the launchers pick, recorded and compiled ahead of time).
 """
