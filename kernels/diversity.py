@@ -507,7 +507,7 @@ def _tile_counts(C: int, block: int) -> Tuple[int, int]:
 def _sum_splits(samples: int, C: int, device: torch.device) -> Tuple[Launch, int]:
     """(launch, splits) of the normalised sum over a chunk of `samples`: the grid is the
     C² entries in blocks of _SUM_BLOCK times as many batch splits as fill one wave of
-    resident programs (common.resident_grid, _SUM_PROGRAMS_PER_SM); every chunk of a batch
+    resident programs (_common.resident_grid, _SUM_PROGRAMS_PER_SM); every chunk of a batch
     takes the same number of splits (a short last chunk may leave some empty: they write
     zeros). PREDICTION (H200, 132 SMs, C = 512: 256 entry blocks): 2 splits, 512 programs of
     the 528 resident slots, each reading half a chunk's Grams for its block.

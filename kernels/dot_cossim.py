@@ -356,7 +356,7 @@ def _c_contiguous(acts: torch.Tensor) -> bool:
 def _block_p(batch: int, positions: int, low: int, high: int, device: torch.device,
              programs_per_sm: int) -> int:
     """BLOCK_P, a power of two in [low, high]: the one with the best predicted efficiency on the
-    device (common.wave), the fraction of lanes on real positions (P is padded up to
+    device (_common.wave), the fraction of lanes on real positions (P is padded up to
     whole blocks: P=196 in blocks of 64 leaves 60 of 256 lanes idle) times the fraction of
     the last wave that is busy (programs over whole waves of SMs x programs_per_sm). Ties go
     to the larger block. In the interpreter: the largest (fewest programs)."""

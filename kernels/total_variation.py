@@ -360,7 +360,7 @@ def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = Non
       used): 2 programs per SM.
 
     The tile rows (n_tiles * H of them) are dealt out in equal contiguous spans to a grid of
-    resident programs (one wave, common.resident_grid), so every program does the same work,
+    resident programs (one wave, _common.resident_grid), so every program does the same work,
     give or take one row: no tail wave. Spans are at least _MIN_ROWS rows, which bounds the
     halo re-reads. In the interpreter (CPU tensors, unless FASTOBJ_SM_COUNT is set) the grid
     is _INTERPRETER_PROGRAMS programs, enough to cross tile boundaries inside a span.
