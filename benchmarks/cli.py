@@ -5,7 +5,9 @@ import argparse
 import datetime
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import List, Optional, Sequence, Tuple
 
@@ -21,7 +23,6 @@ from .ops import DTYPE_ALIASES, DTYPES, MODES, OPS, PROVIDERS, canonical_dtype
 from .presets import PRESETS, Preset, plan
 from .sweep import Settings, Sweeper
 from .timing import uses_cpu_clock
-
 
 PLOT_INTERVAL_S = 20.0
 
@@ -56,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              + "; ".join(f"{p.name}: {p.help}" for p in PRESETS.values()))
     parser.add_argument("--quick", action="store_true",
                         help="tiny smoke sweep (the 'quick' preset): seconds, no torch.compile")
+    parser.add_argument("--part", choices=("all", "headline", "rest"), default="all",
+                        help="run the preset's headline points only, the others only, or all "
+                             "(default); parts have no torch.compile points")
     parser.add_argument("--ops", type=_comma_list, default=None,
                         help="comma list of ops to run (default: all of the preset): "
                              + ", ".join(OPS))
@@ -140,7 +144,7 @@ def _resolve(args: argparse.Namespace) -> Tuple[Preset, torch.device, Tuple[str,
             raise BenchError(f"--quick conflicts with --preset {preset_name}")
         preset_name = "quick"
     device = _parse_device(args.device or default_device().type)
-    preset = PRESETS[preset_name or ("gpu" if device.type == "cuda" else "cpu")]
+    preset = PRESETS[preset_name or ("gpu" if device.type == "cuda" else "cpu")].part(args.part)
     _check_names("op", args.ops, list(OPS))
     _check_names("provider", args.providers, PROVIDERS)
     _check_names("dtype", args.dtype, list(DTYPES) + list(DTYPE_ALIASES))
@@ -182,10 +186,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"fastobj bench: error: {exc}", file=sys.stderr)
         return 2
     threads = torch.get_num_threads()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return _run(args, *resolved)
+    except Terminated:
+        return 143
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         torch.set_num_threads(threads)  # the caller's setting comes back
+
+
+class Terminated(BaseException):
+    """SIGTERM (``timeout``'s signal) arrived: the run writes what it has and exits 143 (a
+    BaseException, so no provider guard takes it for a failed call)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
 
 
 def _run(args: argparse.Namespace, preset: Preset, device: torch.device,
@@ -265,8 +284,11 @@ def _run(args: argparse.Namespace, preset: Preset, device: torch.device,
     try:
         written(False)  # the run's folder holds its header from the start
         sweeper.run(cases, written, progress)
-    except KeyboardInterrupt:
-        sweeper.note("interrupted: the figures are those of the rounds done")
+    except (KeyboardInterrupt, Terminated) as exc:
+        if isinstance(exc, Terminated):  # a second SIGTERM must not cut the writing short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sweeper.note(f"interrupted ({'SIGTERM' if isinstance(exc, Terminated) else 'Ctrl-C'})"
+                     ": the figures are those of the points and rounds done")
         raise
     finally:
         if progress is not None:

@@ -13,6 +13,10 @@ Providers, side by side in one process:
     the algorithm as Lucid, Lucent and Captum compute it (:mod:`.baselines`).
 ``compile``
     ``torch.compile`` of the reference (of the objective where there is no reference).
+``bmm``
+    (Diversity) torch's batched matrix products for the products the kernels compute: the
+    Grams F Fᵀ forward, and backward one product (B, C, C)·(B, C, P) for the gradient; the
+    sweep reports every provider's time as a multiple of it ("x bmm").
 
 Modes: ``fwd`` (inputs without grad) and ``fwd+bwd`` (the forward, then
 ``torch.autograd.grad`` with respect to the activations under a fixed random upstream gradient).
@@ -38,7 +42,7 @@ from . import baselines, render_step, vit_ops
 Dims = Tuple[int, ...]
 
 MODES = ("fwd", "fwd+bwd")
-PROVIDERS = ("fastobj", "reference", "classic", "compile")
+PROVIDERS = ("fastobj", "reference", "classic", "compile", "bmm")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16",
@@ -186,6 +190,25 @@ def _diversity_reference(x):
     return Fn.diversity_ref(x.flatten(2))
 
 
+class _GramProducts(torch.autograd.Function):
+    """The matrix products of Diversity through torch.bmm: forward the Grams F Fᵀ, backward
+    one (B, C, C)·(B, C, P) product (the shape of W·F), in the input's dtype."""
+
+    @staticmethod
+    def forward(ctx, f):
+        ctx.save_for_backward(f)
+        return torch.bmm(f, f.mT)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (f,) = ctx.saved_tensors
+        return torch.bmm(grad, f)
+
+
+def _diversity_bmm(x):
+    return _GramProducts.apply(x.flatten(2))
+
+
 def _dir_vec(x, vec):
     return vec.reshape(-1, x.shape[1], 1)
 
@@ -255,7 +278,7 @@ def _vit_op(name: str, cost, classic_growth: int) -> Op:
 OPS: Dict[str, Op] = {op.name: op for op in (
     Op("diversity", _acts, 1,
        {"fastobj": lambda: _diversity_fastobj, "reference": lambda: _diversity_reference,
-        "classic": lambda: baselines.diversity},
+        "classic": lambda: baselines.diversity, "bmm": lambda: _diversity_bmm},
        lambda: _diversity_reference, _diversity_cost, classic_growth=2),
     Op("total_variation", _acts, 1,
        {"fastobj": lambda: Fn.total_variation, "reference": lambda: Fn.total_variation_ref,

@@ -35,6 +35,26 @@ class Preset:
     time_limit_s: Optional[float]
     ceilings: bool = True
     memory: bool = True
+    # The points the GPU check measures first: op -> its batch sizes (None: all of them).
+    headline: Dict[str, Optional[Tuple[int, ...]]] = dataclasses.field(default_factory=dict)
+
+    def part(self, name: str) -> "Preset":
+        """The preset restricted to its headline points ("headline"), to the others ("rest"),
+        or whole ("all"); a part keeps no compile points (the check times those apart)."""
+        if name == "all":
+            return self
+        if name not in ("headline", "rest"):
+            raise ValueError(f"preset part must be 'all', 'headline' or 'rest', got {name!r}")
+        def in_headline(op: str, dims: Dims) -> bool:
+            return op in self.headline and (self.headline[op] is None
+                                            or dims[0] in self.headline[op])
+        sweeps = []
+        for sweep in self.sweeps:
+            shapes = tuple(dims for dims in sweep.shapes
+                           if in_headline(sweep.op, dims) == (name == "headline"))
+            if shapes:
+                sweeps.append(dataclasses.replace(sweep, shapes=shapes, compile_batches=()))
+        return dataclasses.replace(self, name=f"{self.name}-{name}", sweeps=tuple(sweeps))
 
 
 def _batches(bs: Sequence[int], rest: Dims) -> Tuple[Dims, ...]:
@@ -74,7 +94,21 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
               modes=("fwd+bwd",)),
         Sweep("vit_direction", _batches((64, 128, 256, 512), VIT_TOKENS), ("float32", "bfloat16"),
               modes=("fwd+bwd",)),
-    ), budget_s=2.0, rounds=5, round_s=0.04, time_limit_s=330.0),
+    ), budget_s=2.0, rounds=5, round_s=0.04, time_limit_s=330.0,
+       headline={"diversity": (256, 1024), "total_variation": None, "direction": None,
+                 "direction_per_sample": None}),
+    Preset("rehearsal", "the gpu preset's ops at tiny shapes, for the CPU rehearsal of "
+           "benchmarks/gpu_check.sh (run it with TRITON_INTERPRET=1, FASTOBJ_BACKEND=triton)", (
+        Sweep("diversity", _batches((2, 4), (16, 4, 4)), ("float32", "bfloat16")),
+        Sweep("total_variation", ((2, 3, 8, 8),), ("float32", "bfloat16"),
+              compile_batches=(2,), compile_modes=("fwd",)),
+        Sweep("direction", ((2, 16, 4, 4),), ("float32",)),
+        Sweep("direction_per_sample", ((2, 16, 4, 4),), ("float32",)),
+        Sweep("render_step", ((2, 3, 16, 16),), modes=("fwd+bwd",)),
+        Sweep("vit_diversity", ((2, 17, 8),), modes=("fwd+bwd",)),
+    ), budget_s=0.2, rounds=1, round_s=0.001, time_limit_s=None, ceilings=False, memory=False,
+       headline={"diversity": (4,), "total_variation": None, "direction": None,
+                 "direction_per_sample": None}),
     Preset("quick", "tiny smoke sweep: every op and provider but compile, in seconds", (
         Sweep("diversity", _batches((4, 8), (8, 4, 4))),
         Sweep("total_variation", ((2, 3, 16, 16),)),

@@ -21,7 +21,7 @@ CSV_COLUMNS = (
     "run_id", "op", "provider", "mode", "shape", "dtype", "device", "device_name", "threads",
     "clock", "median_s", "spread", "rounds", "rough", "min_s", "is_reference", "kernel_s",
     "kernel_method", "host_overhead_s", "objective_s", "objective_share", "peak_mem_bytes",
-    "mem_method", "backend", "speedup_vs_classic", "compile_s", "flops", "bytes", "bound",
+    "mem_method", "backend", "speedup_vs_classic", "x_bmm", "compile_s", "flops", "bytes", "bound",
     "tflops", "gbs", "pct_of_ceiling", "fastobj_version", "torch_version", "date", "preset",
     "note",
 )
@@ -116,6 +116,7 @@ def _cells(r: dict) -> dict:
                   else f"{100 * r['objective_share']:.0f}%"),
         "peak mem": fmt_bytes(r.get("peak_mem_bytes")),
         "vs classic": "-" if speed is None else f"{speed:.3g}x",
+        "x bmm": "-" if r.get("x_bmm") is None else f"{r['x_bmm']:.2f}",
         "throughput": throughput or "-",
         "% ceiling": "-" if r.get("pct_of_ceiling") is None else f"{r['pct_of_ceiling']:.1f}%",
         "compile": "-" if r.get("compile_s") is None else f"{r['compile_s']:.1f} s",
@@ -123,7 +124,7 @@ def _cells(r: dict) -> dict:
 
 
 OPTIONAL_COLUMNS = {"kernel": "kernel_s", "host": "host_overhead_s", "objective": "objective_s",
-                    "share": "objective_share"}
+                    "share": "objective_share", "x bmm": "x_bmm"}
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -131,7 +132,8 @@ def format_table(rows: Sequence[dict]) -> str:
     cells = [_cells(r) for r in rows]
     header = [c for c in ("op", "mode", "shape", "dtype", "provider", "backend", "median",
                           "spread", "rounds", "kernel", "host", "objective", "share",
-                          "peak mem", "vs classic", "throughput", "% ceiling", "compile")
+                          "peak mem", "vs classic", "x bmm", "throughput", "% ceiling",
+                          "compile")
               if c not in OPTIONAL_COLUMNS
               or any(r.get(OPTIONAL_COLUMNS[c]) is not None for r in rows)]
     lines = [header] + [[c[h] for h in header] for c in cells]
@@ -157,6 +159,10 @@ def legend_notes(rows: Sequence[dict]) -> List[str]:
         notes.append("kernel: the op's kernels alone (CUDA graph replay, or profiler kernel "
                      "durations); host: median minus kernel, the GPU's wait on the host per "
                      "call; throughput uses the kernel time")
+    if any(r.get("x_bmm") is not None for r in rows):
+        notes.append("x bmm: time over that of torch.bmm for the same products (provider bmm: "
+                     "the Grams, and in fwd+bwd one (B,C,C)x(B,C,P) product), kernel times "
+                     "where measured; the aim for fastobj bf16 fwd+bwd is <= 1.3")
     if any(r.get("objective_s") is not None for r in rows):
         notes.append("objective: the objective alone (forward and backward from the "
                       "activations); share: its fraction of the step")
@@ -176,7 +182,7 @@ def plot_diversity(rows: Sequence[dict], path: str, title: str) -> Optional[str]
 
     modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
     fig, axes = plt.subplots(1, len(modes), figsize=(6.2 * len(modes), 4.6), squeeze=False)
-    markers = {"fastobj": "o", "reference": "s", "classic": "^", "compile": "D"}
+    markers = {"fastobj": "o", "reference": "s", "classic": "^", "compile": "D", "bmm": "v"}
     styles = ["-", "--", ":", "-."]
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
     rests = list(dict.fromkeys(r["shape"].split("x", 1)[1] for r in rows))

@@ -30,8 +30,18 @@ import torch
 
 from .ceilings import Ceilings
 from .memory import peak_memory
-from .ops import (DTYPES, OPS, PROVIDERS, Op, Unavailable, backend_label, build_provider,
-                  has_provider, make_args, shape_str)
+from .ops import (
+    DTYPES,
+    OPS,
+    PROVIDERS,
+    Op,
+    Unavailable,
+    backend_label,
+    build_provider,
+    has_provider,
+    make_args,
+    shape_str,
+)
 from .presets import Case
 from .timing import Runner, Stats, kernel_time, summarize, take_round, uses_cpu_clock
 
@@ -77,6 +87,10 @@ class Measured:
 
     def stats(self) -> Stats:
         return summarize(self.rounds)
+
+    def device_s(self) -> float:
+        """The kernels' own time where it was measured (CUDA), else the median call."""
+        return self.kernel[0] or self.stats().median_s
 
 
 @dataclasses.dataclass
@@ -234,7 +248,8 @@ class Sweeper:
             measured.objective.max_rounds = measured.max_rounds
         if self.s.memory:
             measured.peak = peak_memory(measured.runner, measured.call_s)
-        if self.s.device.type == "cuda":
+        if self.s.device.type == "cuda" and provider != "classic":
+            # (not the classic loops: a CUDA graph of their 10^5-10^6 launches costs minutes)
             measured.kernel = kernel_time(measured.runner.step, self.s.device)
         return measured
 
@@ -342,9 +357,14 @@ class Sweeper:
             cost = op.cost(case.dims, DTYPES[case.dtype], case.mode)
             classic = point.measured.get("classic")
             classic_s = classic.stats().median_s if classic and classic.rounds else None
+            bmm = point.measured.get("bmm")
+            bmm_s = bmm.device_s() if bmm and bmm.rounds else None
             for provider, measured in point.measured.items():
                 if measured.rounds:
-                    out.append(self._row(base, case, op, provider, measured, cost, classic_s))
+                    row = self._row(base, case, op, provider, measured, cost, classic_s)
+                    if bmm_s:
+                        row["x_bmm"] = measured.device_s() / bmm_s
+                    out.append(row)
         return out + [dict(base, **row) for row in self.ceilings.rows]
 
     def _row(self, base, case: Case, op: Op, provider: str, measured: Measured, cost,

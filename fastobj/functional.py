@@ -8,6 +8,9 @@ Each hot computation has three parts, kept together here:
 * a ``torch.library`` custom op ``fastobj::<name>`` around the Triton kernels of
   ``fastobj.kernels``, with a fake (meta) implementation and an autograd formula whose
   backward is a second op, so the kernels run inside ``torch.compile(fullgraph=True)`` graphs.
+  Eager calls skip the dispatcher: a ``torch.autograd.Function`` made from the same
+  implementation and the same autograd formula (:func:`_eager`) calls the launchers directly,
+  which saves torch's Python custom-op dispatch (tens of microseconds an op) on every call.
 * the public function (``diversity``, ``total_variation``, ``dot_cossim``) the objectives
   call. It asks :func:`fastobj.backend.backend_for` which path to take (under
   ``torch.compile`` the answer is fixed when the graph is traced).
@@ -17,8 +20,8 @@ except the intermediate Gram sums of Diversity, which stay in the accumulation d
 """
 from __future__ import annotations
 
-import importlib
-from typing import Tuple
+import functools
+from typing import Callable, Tuple
 
 import torch
 
@@ -39,9 +42,25 @@ def zero_in_graph(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1)[:0].sum()
 
 
-def _kernels(module: str):
-    """Import fastobj.kernels.<module> lazily: Triton is only touched when a kernel runs."""
-    return importlib.import_module(f"fastobj.kernels.{module}")
+def _eager(forward: Callable, setup_context: Callable, backward: Callable) -> Callable:
+    """An autograd.Function's ``apply`` that runs ``forward`` (an op's implementation) and the
+    op's autograd formula (``setup_context``, ``backward``) without the dispatcher: the eager
+    path of an op. Under ``torch.compile`` the public functions call the op itself, which
+    Dynamo keeps whole in the graph."""
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            output = forward(*inputs)
+            setup_context(ctx, inputs, output)
+            return output
+
+    Eager.backward = staticmethod(backward)
+    return Eager.apply
+
+
+def _use_op() -> bool:
+    """Whether to call the custom op (under torch.compile) rather than the eager path."""
+    return torch.compiler.is_compiling()
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,28 +109,38 @@ def diversity_ref(feats: torch.Tensor) -> torch.Tensor:
     return diversity_value(sums, sq, feats.shape[0]).to(feats.dtype)
 
 
-@torch.library.custom_op("fastobj::diversity_sums", mutates_args=())
-def _diversity_sums_op(feats: torch.Tensor
-                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _diversity_sums_impl(feats: torch.Tensor
+                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(S, sq, norms, grams): grams holds every sample's Gram for the backward when the batch
     fits the kernel's scratch, else it is empty (kernels.diversity.keeps_grams)."""
-    return _kernels("diversity").diversity_sums_forward(feats, GRAM_NORM_EPS)
+    from .kernels import diversity as kernels  # Triton is only touched when a kernel runs
+    return kernels.diversity_sums_forward(feats, GRAM_NORM_EPS)
+
+
+_diversity_sums_op = torch.library.custom_op("fastobj::diversity_sums", _diversity_sums_impl,
+                                             mutates_args=())
 
 
 @_diversity_sums_op.register_fake
 def _(feats):
+    from .kernels import diversity as kernels
     acc = accumulation_dtype(feats.dtype)
     b, c = feats.shape[0], feats.shape[1]
-    kept = b if _kernels("diversity").keeps_grams(b, c) else 0
+    kept = b if kernels.keeps_grams(b, c) else 0
     return (feats.new_empty((c, c), dtype=acc), feats.new_empty((), dtype=acc),
             feats.new_empty((b,), dtype=acc), feats.new_empty((kept, c, c), dtype=acc))
 
 
-@torch.library.custom_op("fastobj::diversity_sums_backward", mutates_args=())
-def _diversity_sums_backward_op(feats: torch.Tensor, norms: torch.Tensor, grams: torch.Tensor,
-                                grad_sums: torch.Tensor, grad_sq: torch.Tensor) -> torch.Tensor:
-    return _kernels("diversity").diversity_sums_backward(feats, norms, grams, grad_sums,
-                                                         grad_sq, GRAM_NORM_EPS)
+def _diversity_sums_backward_impl(feats: torch.Tensor, norms: torch.Tensor, grams: torch.Tensor,
+                                  grad_sums: torch.Tensor, grad_sq: torch.Tensor
+                                  ) -> torch.Tensor:
+    from .kernels import diversity as kernels
+    return kernels.diversity_sums_backward(feats, norms, grams, grad_sums, grad_sq,
+                                           GRAM_NORM_EPS)
+
+
+_diversity_sums_backward_op = torch.library.custom_op(
+    "fastobj::diversity_sums_backward", _diversity_sums_backward_impl, mutates_args=())
 
 
 @_diversity_sums_backward_op.register_fake
@@ -121,18 +150,26 @@ def _(feats, norms, grams, grad_sums, grad_sq):
 
 def _diversity_setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[0], output[2], output[3])
+    # No zero-filled gradients for the outputs the backward ignores (norms, and the (B, C, C)
+    # grams: 1 GiB of memset at B = 1024, C = 512); a missing S or sq gradient is None.
+    ctx.set_materialize_grads(False)
 
 
-def _diversity_backward(ctx, grad_sums, grad_sq, _grad_norms, _grad_grams):
+def _diversity_backward(run_backward, ctx, grad_sums, grad_sq, _grad_norms, _grad_grams):
     feats, norms, grams = ctx.saved_tensors
     if grad_sums is None:
         grad_sums = norms.new_zeros((feats.shape[1], feats.shape[1]))
     if grad_sq is None:
         grad_sq = norms.new_zeros(())
-    return _diversity_sums_backward_op(feats, norms, grams, grad_sums.contiguous(), grad_sq)
+    return run_backward(feats, norms, grams, grad_sums.contiguous(), grad_sq)
 
 
-_diversity_sums_op.register_autograd(_diversity_backward, setup_context=_diversity_setup)
+_diversity_sums_op.register_autograd(
+    functools.partial(_diversity_backward, _diversity_sums_backward_op),
+    setup_context=_diversity_setup)
+_diversity_sums_eager = _eager(_diversity_sums_impl, _diversity_setup,
+                               functools.partial(_diversity_backward,
+                                                 _diversity_sums_backward_impl))
 
 
 def diversity_sums(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +177,7 @@ def diversity_sums(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     if backend_for(feats) == "torch":
         sums, sq, _ = diversity_sums_ref(feats)
     else:
-        sums, sq, _, _ = _diversity_sums_op(feats)
+        sums, sq, _, _ = (_diversity_sums_op if _use_op() else _diversity_sums_eager)(feats)
     return sums, sq
 
 
@@ -166,9 +203,13 @@ def total_variation_ref(x: torch.Tensor) -> torch.Tensor:
     return (rows + cols).to(x.dtype)
 
 
-@torch.library.custom_op("fastobj::total_variation", mutates_args=())
-def _total_variation_op(x: torch.Tensor) -> torch.Tensor:
-    return _kernels("total_variation").total_variation_forward(x, x.dtype)
+def _total_variation_impl(x: torch.Tensor) -> torch.Tensor:
+    from .kernels import total_variation as kernels
+    return kernels.total_variation_forward(x, x.dtype)
+
+
+_total_variation_op = torch.library.custom_op("fastobj::total_variation", _total_variation_impl,
+                                              mutates_args=())
 
 
 @_total_variation_op.register_fake
@@ -176,9 +217,13 @@ def _(x):
     return x.new_empty(())
 
 
-@torch.library.custom_op("fastobj::total_variation_backward", mutates_args=())
-def _total_variation_backward_op(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    return _kernels("total_variation").total_variation_backward(x, grad)
+def _total_variation_backward_impl(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    from .kernels import total_variation as kernels
+    return kernels.total_variation_backward(x, grad)
+
+
+_total_variation_backward_op = torch.library.custom_op(
+    "fastobj::total_variation_backward", _total_variation_backward_impl, mutates_args=())
 
 
 @_total_variation_backward_op.register_fake
@@ -190,19 +235,22 @@ def _tv_setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[0])
 
 
-def _tv_backward(ctx, grad):
+def _tv_backward(run_backward, ctx, grad):
     (x,) = ctx.saved_tensors
-    return _total_variation_backward_op(x, grad)
+    return run_backward(x, grad)
 
 
-_total_variation_op.register_autograd(_tv_backward, setup_context=_tv_setup)
+_total_variation_op.register_autograd(
+    functools.partial(_tv_backward, _total_variation_backward_op), setup_context=_tv_setup)
+_total_variation_eager = _eager(_total_variation_impl, _tv_setup,
+                                functools.partial(_tv_backward, _total_variation_backward_impl))
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Total variation of x (rank >= 2) on the chosen backend; 0-dim, x's dtype."""
     if backend_for(x) == "torch":
         return total_variation_ref(x)
-    return _total_variation_op(x)
+    return (_total_variation_op if _use_op() else _total_variation_eager)(x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,10 +283,14 @@ def dot_cossim_ref(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
     return out.to(acts.dtype)
 
 
-@torch.library.custom_op("fastobj::dot_cossim", mutates_args=())
-def _dot_cossim_op(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float, eps: float,
-                   angled: bool) -> torch.Tensor:
-    return _kernels("dot_cossim").dot_cossim_forward(acts, vec, cossim_pow, eps, angled)
+def _dot_cossim_impl(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float, eps: float,
+                     angled: bool) -> torch.Tensor:
+    from .kernels import dot_cossim as kernels
+    return kernels.dot_cossim_forward(acts, vec, cossim_pow, eps, angled)
+
+
+_dot_cossim_op = torch.library.custom_op("fastobj::dot_cossim", _dot_cossim_impl,
+                                         mutates_args=())
 
 
 @_dot_cossim_op.register_fake
@@ -246,18 +298,22 @@ def _(acts, vec, cossim_pow, eps, angled):
     return acts.new_empty((acts.shape[0], acts.shape[2]))
 
 
-@torch.library.custom_op("fastobj::dot_cossim_backward", mutates_args=())
-def _dot_cossim_backward_op(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tensor,
-                            cossim_pow: float, eps: float, angled: bool, vec_grad: bool
-                            ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Gradients for (acts, vec); the one for vec is zeros unless vec_grad is set."""
-    return _kernels("dot_cossim").dot_cossim_backward(acts, vec, grad, cossim_pow, eps, angled,
-                                                      vec_grad)
+def _dot_cossim_backward_impl(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tensor,
+                              cossim_pow: float, eps: float, angled: bool, vec_grad: bool
+                              ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Gradients for (acts, vec); the one for vec is an empty (0,) tensor unless vec_grad is
+    set (nothing is written for a gradient nobody asked for)."""
+    from .kernels import dot_cossim as kernels
+    return kernels.dot_cossim_backward(acts, vec, grad, cossim_pow, eps, angled, vec_grad)
+
+
+_dot_cossim_backward_op = torch.library.custom_op(
+    "fastobj::dot_cossim_backward", _dot_cossim_backward_impl, mutates_args=())
 
 
 @_dot_cossim_backward_op.register_fake
 def _(acts, vec, grad, cossim_pow, eps, angled, vec_grad):
-    return torch.empty_like(acts), torch.empty_like(vec)
+    return torch.empty_like(acts), torch.empty_like(vec) if vec_grad else vec.new_empty((0,))
 
 
 def _dot_cossim_setup(ctx, inputs, output):
@@ -265,14 +321,17 @@ def _dot_cossim_setup(ctx, inputs, output):
     ctx.save_for_backward(acts, vec)
 
 
-def _dot_cossim_backward(ctx, grad):
+def _dot_cossim_backward(run_backward, ctx, grad):
     acts, vec = ctx.saved_tensors
-    grad_acts, grad_vec = _dot_cossim_backward_op(acts, vec, grad.contiguous(), ctx.cossim_pow,
-                                                  ctx.eps, ctx.angled, ctx.needs_input_grad[1])
+    grad_acts, grad_vec = run_backward(acts, vec, grad.contiguous(), ctx.cossim_pow, ctx.eps,
+                                       ctx.angled, ctx.needs_input_grad[1])
     return grad_acts, grad_vec if ctx.needs_input_grad[1] else None, None, None, None
 
 
-_dot_cossim_op.register_autograd(_dot_cossim_backward, setup_context=_dot_cossim_setup)
+_dot_cossim_op.register_autograd(functools.partial(_dot_cossim_backward, _dot_cossim_backward_op),
+                                 setup_context=_dot_cossim_setup)
+_dot_cossim_eager = _eager(_dot_cossim_impl, _dot_cossim_setup,
+                           functools.partial(_dot_cossim_backward, _dot_cossim_backward_impl))
 
 
 def dot_cossim(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float = 0.0,
@@ -280,7 +339,8 @@ def dot_cossim(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float = 0.0,
     """:func:`dot_cossim_ref` on the chosen backend, (B, C, P) activations; returns (B, P)."""
     if backend_for(acts, vec) == "torch":
         return dot_cossim_ref(acts, vec, cossim_pow, eps, angled)
-    return _dot_cossim_op(acts, vec, float(cossim_pow), float(eps), bool(angled))
+    return (_dot_cossim_op if _use_op() else _dot_cossim_eager)(
+        acts, vec, float(cossim_pow), float(eps), bool(angled))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """What the kernel modules of ``fastobj.kernels`` share: the device guard, the grid-sizing
-policy, the launch-configuration type, the int32-offset test, the tile size and the fixed-order
-sum kernel."""
+policy, plain-integer host arithmetic, the launch-configuration type, the int32-offset test,
+the tile size and the fixed-order sum kernel."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 from typing import Dict, Optional, Tuple
@@ -81,34 +80,59 @@ def resident_grid(device: torch.device, programs_per_sm: int, interpreter_progra
 
 
 # --------------------------------------------------------------------------------------------
+# Host arithmetic on plain integers (triton.cdiv and triton.next_power_of_2 cost microseconds
+# a call on the host, and launchers call them on every launch).
+# --------------------------------------------------------------------------------------------
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for integers, b > 0."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+# --------------------------------------------------------------------------------------------
 # Launch configuration.
 # --------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
 class Launch:
-    """One kernel launch: its grid, its compile-time constants and Triton's options."""
-    grid: Tuple[int, ...]
-    constexprs: Dict[str, object]
-    num_warps: int
-    num_stages: Optional[int] = None
-    maxnreg: Optional[int] = None
+    """One kernel launch: its grid, its compile-time constants and Triton's options
+    (num_warps, and num_stages / maxnreg where given: Triton's defaults else). The keyword
+    arguments of the launch are merged once, here, not on every call."""
+    __slots__ = ("grid", "constexprs", "num_warps", "num_stages", "maxnreg", "_kwargs")
+
+    def __init__(self, grid: Tuple[int, ...], constexprs: Dict[str, object], num_warps: int,
+                 num_stages: Optional[int] = None, maxnreg: Optional[int] = None):
+        self.grid, self.constexprs, self.num_warps = tuple(grid), constexprs, num_warps
+        self.num_stages, self.maxnreg = num_stages, maxnreg
+        self._kwargs = dict(constexprs, num_warps=num_warps)
+        if num_stages is not None:
+            self._kwargs["num_stages"] = num_stages
+        if maxnreg is not None:
+            self._kwargs["maxnreg"] = maxnreg
 
     @property
     def options(self) -> Dict[str, int]:
-        """num_warps, and num_stages / maxnreg where set (left to Triton's defaults else)."""
-        opts = {"num_warps": self.num_warps}
-        if self.num_stages is not None:
-            opts["num_stages"] = self.num_stages
-        if self.maxnreg is not None:
-            opts["maxnreg"] = self.maxnreg
-        return opts
+        """num_warps, and num_stages / maxnreg where set."""
+        return {k: v for k, v in self._kwargs.items() if k not in self.constexprs}
 
     def on(self, grid: Tuple[int, ...]) -> "Launch":
         """The same configuration on another grid (one tile shape, several passes)."""
-        return dataclasses.replace(self, grid=tuple(grid))
+        return Launch(grid, self.constexprs, self.num_warps, self.num_stages, self.maxnreg)
+
+    def with_constexprs(self, **changes) -> "Launch":
+        """The same launch with some compile-time constants changed."""
+        return Launch(self.grid, dict(self.constexprs, **changes), self.num_warps,
+                      self.num_stages, self.maxnreg)
 
     def __call__(self, kernel, *args, **extra_constexprs):
-        kernel[self.grid](*args, **self.constexprs, **extra_constexprs, **self.options)
+        if extra_constexprs:
+            kernel[self.grid](*args, **self._kwargs, **extra_constexprs)
+        else:
+            kernel[self.grid](*args, **self._kwargs)
 
 
 def needs_int64(*tiles) -> bool:
@@ -175,9 +199,9 @@ def sum_rows(partial: torch.Tensor, out: torch.Tensor) -> None:
     float dtype and any layout holding A·M elements (written through a contiguous temporary
     when out is not contiguous)."""
     a, r, m = partial.shape
-    block_m = min(triton.next_power_of_2(m), 128)
-    block_r = min(triton.next_power_of_2(r), max(1, _SUM_ELEMENTS // block_m))
-    n_mblocks = triton.cdiv(m, block_m)
+    block_m = min(next_power_of_2(m), 128)
+    block_r = min(next_power_of_2(r), max(1, _SUM_ELEMENTS // block_m))
+    n_mblocks = cdiv(m, block_m)
     target = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype,
                                                          device=out.device)
     Launch((a * n_mblocks,), dict(BLOCK_R=block_r, BLOCK_M=block_m), num_warps=4)(

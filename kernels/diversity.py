@@ -27,7 +27,7 @@ forward, per chunk of the batch
   2. ``_norms_and_sq_kernel``        one program: norms (fixed-order sum of the partials), sq.
   3. ``_normalised_sum_kernel``      one program per (block of C² entries, split of the chunk):
                                      Σ_i G_i / n_i over the split, read from the scratch.
-  then ``common.sum_rows``           S = Σ over every split of every chunk, in order (and sq
+  then ``_common.sum_rows``           S = Σ over every split of every chunk, in order (and sq
                                      over the chunks); skipped where there is one.
 backward, per chunk of the batch (the whole batch when the forward's Grams are given)
   1. ``_gram_tiles_kernel``          (only without the forward's Grams) the chunk's Grams.
@@ -51,15 +51,16 @@ Memory: forward one float32 (chunk, C, C) Gram scratch, 4·chunk·C² <= MAX_SCR
 batch_chunk), kept for the backward when chunk = B; backward the W buffer, chunk·C² elements
 of feats' dtype, and without the forward's Grams a float32 Gram scratch of the chunk.
 
-Launch arithmetic at B = 1024, C = 512, P = 784 in bfloat16 (BLOCK = 128, nt = 4; PREDICTIONS
-for an H200, not measured: R is the matmul rate torch.matmul reaches there, the harness's
-"measured" ceiling, ~650 TFLOP/s assumed; HBM at ~3.7 TB/s, 85% of copy): tensor-core work
-263 GFLOP of Grams (C²·P·(1 + 1/nt) per sample) and 421 GFLOP of W·F (the useful 2·C²·P),
-684/R ≈ 1.05 ms; bandwidth-bound passes ≈ 0.79 ms (the Grams written, 1.07 GB, overlapped with
-their products; read back for S, 1.07 GB; the upper tiles read for <A, G>, 0.67 GB, and for W,
-with W written in bfloat16, 1.17 GB). fwd+bwd ≈ 1.8 ms for the 842 GFLOP of useful work,
-~70% of R. The former layout (Grams computed twice in the forward and again in the backward,
-W round-tripped through float32) did 1210 GFLOP of products and moved ~3.5 GB: ≈ 2.8 ms, ~46%.
+Traffic and time at B = 1024, C = 512, P = 784 in bfloat16 (BLOCK = 128, nt = 4, T = 10;
+PREDICTIONS, not measured; benchmarks/RESULTS.md has the model and what it leaves out):
+computed products 263 GFLOP of Grams (C²·P·(1 + 1/nt) per sample) and 421 GFLOP of W·F; HBM
+bytes, every read and write counted once: forward F 0.82 GB, the fp32 Grams written 1.07 GB
+and read back for S 1.07 GB (2.97 GB); backward the upper tiles read for <A, G> 0.67 GB and
+for W 0.67 GB, W written 0.54 GB and read 0.54 GB, F 0.82 GB, the gradient 0.82 GB (4.06 GB):
+7.03 GB in all. On an H100 (copy 3.0 TB/s, R = 798 TFLOP/s, Triton at 0.75 R assumed) the
+Gram kernel and the W·F kernel are bandwidth-bound (0.63 and 0.73 ms) and the call takes
+≈ 2.34 ms, 45% of R; on an H200 (4.3 TB/s) ≈ 1.85 ms, 58%. RESULTS.md evaluates the
+restructure that would bring the traffic to ~3.8 GB.
 Registers and shared memory (ptxas, sm_90a, Triton 3.9 and 3.6): the Gram kernel 124-126
 registers and 64 KiB, the apply kernel 106 registers and 96 KiB, both two programs per SM.
 """
@@ -72,7 +73,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled
-from ._common import Launch, on_input_device, resident_grid, sum_rows
+from ._common import Launch, cdiv, next_power_of_2, on_input_device, resident_grid, sum_rows
 
 # Budget of the float32 (chunk, C, C) Gram scratch, 4·C² bytes per sample whatever the input
 # dtype. 1 GiB holds a whole B=1024, C=512 batch; larger batches run in chunks of the batch.
@@ -399,7 +400,7 @@ def _apply_w_kernel(w_ptr, f_ptr, coef_ptr, out_ptr, C, P, stride_b, stride_c, s
 # --------------------------------------------------------------------------------------------
 
 def _pow2_clamp(n: int, low: int, high: int) -> int:
-    return max(low, min(high, triton.next_power_of_2(max(int(n), 1))))
+    return max(low, min(high, next_power_of_2(max(int(n), 1))))
 
 
 def _least_padding(n: int, low: int, high: int, slack: float = 0.03) -> int:
@@ -410,10 +411,10 @@ def _least_padding(n: int, low: int, high: int, slack: float = 0.03) -> int:
     high = _pow2_clamp(n, low, high)
     best, block = high, high
     while block >= low:
-        padded = triton.cdiv(n, block) * block
+        padded = cdiv(n, block) * block
         if padded <= n * (1 + slack):
             return block
-        if padded < triton.cdiv(n, best) * best:
+        if padded < cdiv(n, best) * best:
             best = block
         block //= 2
     return best
@@ -499,19 +500,19 @@ def _partials_launch(tiles: int) -> Launch:
 
 
 def _tile_counts(C: int, block: int) -> Tuple[int, int]:
-    nt = triton.cdiv(C, block)
+    nt = cdiv(C, block)
     return nt, nt * (nt + 1) // 2
 
 
 def _sum_splits(samples: int, C: int, device: torch.device) -> Tuple[Launch, int]:
     """(launch, splits) of the normalised sum over a chunk of `samples`: the grid is the
     C² entries in blocks of _SUM_BLOCK times as many batch splits as fill one wave of
-    resident programs (common.resident_grid, _SUM_PROGRAMS_PER_SM); every chunk of a batch
+    resident programs (_common.resident_grid, _SUM_PROGRAMS_PER_SM); every chunk of a batch
     takes the same number of splits (a short last chunk may leave some empty: they write
     zeros). PREDICTION (H200, 132 SMs, C = 512: 256 entry blocks): 2 splits, 512 programs of
     the 528 resident slots, each reading half a chunk's Grams for its block.
     """
-    blocks = triton.cdiv(C * C, _SUM_BLOCK)
+    blocks = cdiv(C * C, _SUM_BLOCK)
     programs = resident_grid(device, _SUM_PROGRAMS_PER_SM, _INTERPRETER_PROGRAMS,
                              samples * blocks)
     splits = max(1, min(samples, programs // blocks))
@@ -563,7 +564,7 @@ def diversity_sums_forward(feats: torch.Tensor, eps: float
     nt, tiles = _tile_counts(C, gram.constexprs["BLOCK"])
     partials = _partials_launch(tiles).on((1,))
     chunk = batch_chunk(B, C)
-    chunks = triton.cdiv(B, chunk)
+    chunks = cdiv(B, chunk)
     normalised_sum, splits = _sum_splits(chunk, C, feats.device)
 
     grams = torch.empty((chunk, C, C), **f32)
@@ -580,7 +581,7 @@ def diversity_sums_forward(feats: torch.Tensor, eps: float
         partials(_norms_and_sq_kernel, part, norms[b0:], sq_part[k:], n, tiles, eps)
         rows = spart.view(-1)[k * splits * C * C:]  # this chunk's splits
         normalised_sum(_normalised_sum_kernel, grams, norms[b0:], rows, n, C * C,
-                       triton.cdiv(n, splits), eps)
+                       cdiv(n, splits), eps)
     if chunks * splits > 1:
         sum_rows(spart.view(1, chunks * splits, C * C), sums)
     if chunks > 1:
@@ -627,8 +628,8 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grams: tor
     coefficients = _partials_launch(tiles)
     form_w = Launch((), dict(BLOCK=block), num_warps=gram.num_warps)
     apply = apply_config(C, P, feats.dtype, feats.stride(), precision)
-    nm = triton.cdiv(C, apply.constexprs["BLOCK_M"])
-    npb = triton.cdiv(P, apply.constexprs["BLOCK_N"])
+    nm = cdiv(C, apply.constexprs["BLOCK_M"])
+    npb = cdiv(P, apply.constexprs["BLOCK_N"])
 
     kept = grams.shape[0] == B
     chunk = B if kept else batch_chunk(B, C)
@@ -643,7 +644,7 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grams: tor
             gram.on((n * tiles,))(_gram_tiles_kernel, f, g_buf, part, C, P, *f.stride(), nt,
                                   tiles)
         cotangent.on((n * tiles,))(_cotangent_partials_kernel, g_buf, a_sym, part, C, nt, tiles)
-        coefficients.on((triton.cdiv(n, coefficients.constexprs["BLOCK_B"]),))(
+        coefficients.on((cdiv(n, coefficients.constexprs["BLOCK_B"]),))(
             _sample_coefficients_kernel, part, norms[b0:b0 + n], a_max, grad_sq, coef, n,
             tiles, chunk, eps, _SIGMA_FLOOR)
         form_w.on((n * tiles,))(_form_w_kernel, g_buf, a_sym, coef, w_buf, C, nt, tiles, chunk)

@@ -38,7 +38,7 @@ and 1024 in 16-bit for (B, C, H·W) layouts, up to 8192 channels-last) the progr
 once, reduces, and writes the gradient from registers, so acts is read once. Larger C runs two
 chunked loops (reduce, then write), which reads acts twice; the second read may come from
 L2. The direction's gradient is reduced deterministically: per-program partial rows in float32,
-then a fixed-order sum (``common.sum_rows``). No atomics anywhere: repeats are bitwise equal.
+then a fixed-order sum (``_common.sum_rows``). No atomics anywhere: repeats are bitwise equal.
 
 Launch arithmetic (PREDICTIONS for an H200, 132 SMs; not measured): BLOCK_P is chosen by
 padding and wave efficiency (_block_p). At 256x1024x14x14 (P = 196): float32 forward
@@ -56,14 +56,21 @@ the launcher finds they can reach 2**31 (``WIDE``).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import triton
 import triton.language as tl
 
 from . import _common
-from ._common import Launch, needs_int64, on_input_device, sum_rows, tile_offsets, wave
+from ._common import (
+    Launch,
+    cdiv,
+    needs_int64,
+    next_power_of_2,
+    on_input_device,
+    sum_rows,
+    tile_offsets,
+    wave,
+)
 
 _RESIDENT_TILE = 8192  # the most elements a backward program keeps in registers
 _NUM_WARPS = 8
@@ -356,7 +363,7 @@ def _c_contiguous(acts: torch.Tensor) -> bool:
 def _block_p(batch: int, positions: int, low: int, high: int, device: torch.device,
              programs_per_sm: int) -> int:
     """BLOCK_P, a power of two in [low, high]: the one with the best predicted efficiency on the
-    device (common.wave), the fraction of lanes on real positions (P is padded up to
+    device (_common.wave), the fraction of lanes on real positions (P is padded up to
     whole blocks: P=196 in blocks of 64 leaves 60 of 256 lanes idle) times the fraction of
     the last wave that is busy (programs over whole waves of SMs x programs_per_sm). Ties go
     to the larger block. In the interpreter: the largest (fewest programs)."""
@@ -365,9 +372,9 @@ def _block_p(batch: int, positions: int, low: int, high: int, device: torch.devi
         return high
     best, best_block, block = -1.0, high, high
     while block >= low:
-        blocks = triton.cdiv(positions, block)
+        blocks = cdiv(positions, block)
         programs = batch * blocks
-        efficiency = (positions / (blocks * block)) * programs / (triton.cdiv(programs, size)
+        efficiency = (positions / (blocks * block)) * programs / (cdiv(programs, size)
                                                                    * size)
         if efficiency > best + 1e-9:
             best, best_block = efficiency, block
@@ -383,8 +390,8 @@ def _tiles(acts: torch.Tensor, resident_limit: int = 0):
     elements, acts read once instead of twice).
     """
     batch, channels, positions = acts.shape
-    c2 = triton.next_power_of_2(channels)
-    p2 = triton.next_power_of_2(positions)
+    c2 = next_power_of_2(channels)
+    p2 = next_power_of_2(positions)
     tile = _common.TILE_BYTES // 4  # float32 elements of a chunk
     elt = acts.element_size()
 
@@ -412,7 +419,7 @@ def _launch(acts: torch.Tensor, strides, backward: bool = False) -> Launch:
     every (B, C, P) operand, for the int64-offset test. backward: the backward's configuration
     (a whole-C tile up to _RESIDENT_TILE elements, RESIDENT, and its warps)."""
     block_c, block_p, resident = _tiles(acts, _RESIDENT_TILE if backward else 0)
-    n_pblocks = triton.cdiv(acts.shape[2], block_p)
+    n_pblocks = cdiv(acts.shape[2], block_p)
     consts = dict(BLOCK_C=block_c, BLOCK_P=block_p,
                   WIDE=needs_int64(*[((block_c, sc), (block_p, sp)) for sc, sp in strides]))
     num_warps = _NUM_WARPS
@@ -473,7 +480,7 @@ def dot_cossim_forward(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
     launch = _launch(acts, [(acts.stride(1), acts.stride(2)), (sv[1], sv[2])])
     unit = _alignment(acts, [acts.stride(1)] + ([sv[1]] if per_pos else []))
     launch(_dot_cossim_fwd_kernel, acts, vec, out, channels, positions // unit,
-           triton.cdiv(positions, launch.constexprs["BLOCK_P"]),
+           cdiv(positions, launch.constexprs["BLOCK_P"]),
            *_divide_channel_stride(acts.stride(), unit),
            *_divide_channel_stride(sv, unit if per_pos else 1), float(eps), float(cossim_pow),
            ANGLED=bool(angled), HAS_POW=cossim_pow != 0, VEC_PER_POS=per_pos, ALIGN=unit)
@@ -486,12 +493,12 @@ def dot_cossim_backward(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tenso
     """(grad_acts, grad_vec) for the upstream gradient grad (B, P).
 
     grad_acts has acts' shape, dtype and ``torch.empty_like(acts)``'s strides; grad_vec has
-    vec's shape and dtype (zeros unless vec_grad).
+    vec's shape and dtype, or is an empty (0,) tensor unless vec_grad (nothing is written).
     """
     _check(acts, vec)
     batch, channels, positions = acts.shape
     grad_acts = torch.empty_like(acts)
-    grad_vec = torch.empty_like(vec) if vec_grad else torch.zeros_like(vec)
+    grad_vec = torch.empty_like(vec) if vec_grad else vec.new_empty((0,))
     if acts.numel() == 0:
         return grad_acts.zero_(), grad_vec.zero_()
     per_pos = vec.shape[2] != 1
@@ -515,11 +522,11 @@ def dot_cossim_backward(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tenso
         mode, gv, sgv = 2, partial, (channels, 1, 0)
     if needs_int64(((launch.constexprs["BLOCK_C"], sgv[1]),
                     (launch.constexprs["BLOCK_P"], sgv[2]))):
-        launch = dataclasses.replace(launch, constexprs=dict(launch.constexprs, WIDE=True))
+        launch = launch.with_constexprs(WIDE=True)
     unit = _alignment(acts, [acts.stride(1), grad_acts.stride(1)]
                          + ([sv[1]] if per_pos else []) + ([sgv[1]] if mode == 1 else []))
     launch(_dot_cossim_bwd_kernel, acts, vec, grad, grad_acts, gv, channels, positions // unit,
-           triton.cdiv(positions, launch.constexprs["BLOCK_P"]),
+           cdiv(positions, launch.constexprs["BLOCK_P"]),
            *_divide_channel_stride(acts.stride(), unit),
            *_divide_channel_stride(sv, unit if per_pos else 1), grad.stride(0), grad.stride(1),
            *_divide_channel_stride(grad_acts.stride(), unit),

@@ -60,7 +60,7 @@ sm_90a, Triton 3.9 and 3.6):
 Offsets: the tile's base offset is a 64-bit scalar; in-tile offsets are int32 unless the
 launcher finds they could reach 2**31 (``WIDE``), so tensors beyond 2**31 elements are safe.
 
-Determinism: the forward writes one float32 partial per program; ``common.sum_rows`` then
+Determinism: the forward writes one float32 partial per program; ``_common.sum_rows`` then
 sums the partials in a fixed order and writes the result in the caller's dtype. No atomics;
 repeats are bitwise equal.
 """
@@ -73,7 +73,16 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import Launch, needs_int64, on_input_device, resident_grid, sum_rows, tile_offsets
+from ._common import (
+    Launch,
+    cdiv,
+    needs_int64,
+    next_power_of_2,
+    on_input_device,
+    resident_grid,
+    sum_rows,
+    tile_offsets,
+)
 
 _MIN_ROWS = 16  # shortest span of rows per program (bounds the halo re-reads to 3/16)
 _INTERPRETER_PROGRAMS = 4
@@ -359,7 +368,7 @@ def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = Non
       used): 2 programs per SM.
 
     The tile rows (n_tiles * H of them) are dealt out in equal contiguous spans to a grid of
-    resident programs (one wave, common.resident_grid), so every program does the same work,
+    resident programs (one wave, _common.resident_grid), so every program does the same work,
     give or take one row: no tail wave. Spans are at least _MIN_ROWS rows, which bounds the
     halo re-reads. In the interpreter (CPU tensors, unless FASTOBJ_SM_COUNT is set) the grid
     is _INTERPRETER_PROGRAMS programs, enough to cross tile boundaries inside a span.
@@ -370,17 +379,17 @@ def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = Non
     variant = ("planes" if view.K == 1 else "channels_last") if unit and same else "general"
     backward = out_view is not None
     tile = _tile_elements(x.dtype, variant, backward)
-    block_l = min(triton.next_power_of_2(view.L), tile)
-    block_n = min(triton.next_power_of_2(view.N), max(1, tile // block_l))
+    block_l = min(next_power_of_2(view.L), tile)
+    block_n = min(next_power_of_2(view.N), max(1, tile // block_l))
     wide = _wide(block_n, block_l, view.K, views)
     if wide:
         variant = "general"
     num_warps, per_sm, caps = _VARIANTS[variant]
-    n_tiles_l = triton.cdiv(view.L, block_l)
-    total_rows = triton.cdiv(view.N, block_n) * n_tiles_l * view.H
+    n_tiles_l = cdiv(view.L, block_l)
+    total_rows = cdiv(view.N, block_n) * n_tiles_l * view.H
     programs = resident_grid(x.device, per_sm, _INTERPRETER_PROGRAMS, total_rows)
-    rows = max(_MIN_ROWS, triton.cdiv(total_rows, programs))
-    launch = Launch((triton.cdiv(total_rows, rows),),
+    rows = max(_MIN_ROWS, cdiv(total_rows, programs))
+    launch = Launch((cdiv(total_rows, rows),),
                     dict(BLOCK_N=block_n, BLOCK_L=block_l, WIDE=wide),
                     num_warps=num_warps, maxnreg=caps[backward])
     return launch, rows, n_tiles_l, total_rows

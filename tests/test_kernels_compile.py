@@ -2,7 +2,7 @@
 time, without a GPU and without a register spill, under the CPU suite's Triton and under the
 H200 image's (3.6).
 
-The variants are not listed by hand: tests/kernel_variants.py runs the launchers themselves at
+The variants are not listed by hand: benchmarks/kernel_variants.py runs the launchers themselves at
 the shapes, dtypes, layouts and float32 matmul precisions the library meets, with grids sized
 for an H200 (132 SMs) and every kernel swapped for a recorder, and turns each recorded launch
 into the compiler input a CUDA launch would build (Triton's own binder and argument packing).
@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from kernel_variants import MODULES
+
+from fastobj.benchmarks.kernel_variants import MODULES
 
 REPO = Path(__file__).resolve().parents[1]
 GROUPS = ["total_variation", "dot_cossim", "diversity"]
@@ -31,11 +32,12 @@ TRITON36_ENV = "FASTOBJ_TRITON36_PYTHON"
 
 
 def compile_report(python: str, capabilities) -> dict:
-    """Run tests/kernel_variants.py's report under `python`; print and return it."""
+    """Run benchmarks/kernel_variants.py's report (the library's cases) under `python`; print
+    and return it."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("TRITON_INTERPRET", "FASTOBJ_SM_COUNT")}
-    run = subprocess.run([python, str(REPO / "tests" / "kernel_variants.py"), "report",
-                          *map(str, capabilities)],
+    run = subprocess.run([python, "-m", "fastobj.benchmarks.kernel_variants", "--preset", "none",
+                          "report", *map(str, capabilities)],
                          capture_output=True, text=True, env=env, cwd=str(REPO), timeout=900)
     assert run.returncode == 0, f"AOT compile subprocess failed:\n{run.stderr[-4000:]}"
     report = json.loads(run.stdout)

@@ -1,20 +1,31 @@
-"""The Triton kernel variants the launchers pick on an H200, found by running the launchers.
+"""The Triton kernel variants the launchers pick on a GPU, found by running the launchers.
 
 Each case below calls a public launcher of ``fastobj.kernels`` on CPU tensors (allocated, never
-read by a kernel) with grids sized for FASTOBJ_SM_COUNT=132 SMs. Every Triton kernel is
+read by a kernel) with grids sized for a number of SMs (132, an H100's or H200's, unless told
+otherwise: the GPU check passes the device's own count). Every Triton kernel is
 swapped for a recorder, so a case launches nothing and records (kernel, grid, arguments,
 options). Triton's own binder then turns each record into the specialisation a CUDA launch
 would compile (aligned pointers, integers divisible by 16, integers equal to 1 made constant)
 and the compiler input (``ASTSource`` and options) exactly as ``JITFunction.run`` builds it, so
 an ahead-of-time compile of a variant is the compile the GPU would do, with the same cache key.
 
-Used by tests/test_kernels_compile.py (compile every variant for sm_90a and sm_80 and read
-ptxas' register/spill report), and by benchmarks/gpu_check.sh (--plan: count the variants of
-each phase; on the GPU machine: compile them in parallel before the timed phases).
+The cases are the library's layouts and settings (:func:`cases`) and, first, the points of a
+``fastobj bench`` preset that run a kernel (:func:`bench_cases`, headline points first), so the
+GPU check compiles ahead what its benchmark phases will launch.
 
-Run as a script, it prints a JSON report: ``python tests/kernel_variants.py report 90 80``
+Used by tests/test_kernels_compile.py (compile every variant for sm_90a and sm_80 and read
+ptxas' register/spill report), tests/test_kernel_variants_gpu.py (every case on the GPU against
+the float64 references) and benchmarks/gpu_check.sh (--plan: count the variants; on the GPU
+machine: compile them in parallel before the timed phases; the profile phase: registers,
+spills and SASS of the Diversity product kernels).
+
+Run as a module, it prints JSON: ``python -m fastobj.benchmarks.kernel_variants report 90 80``
 (needs Triton's bundled ptxas; TRITON_INTERPRET must be unset), ``... count`` (variant count
-per group, no compilation) or ``... warm 90`` (compile for one capability, no report).
+per group, no compilation) or ``... warm 90`` (compile for one capability, one JSON line per
+variant as it finishes, exit status 1 if any failed). Options: ``--sms N`` (grids for N SMs),
+``--preset NAME`` (the bench preset whose points come first; default gpu; none: only the
+library's cases, as the AOT tier compiles them), ``--limit N``
+(compile only the first N variants: the CPU rehearsal).
 """
 from __future__ import annotations
 
@@ -31,7 +42,7 @@ import tempfile
 import traceback
 from typing import Callable, List, Optional, Tuple
 
-H200_SMS = 132
+H200_SMS = 132  # an H100's and an H200's SM count
 MODULES = ("_common", "total_variation", "dot_cossim", "diversity")
 
 
@@ -86,8 +97,8 @@ def recording(sm_count: int = H200_SMS):
 class Case:
     """One call of a kernel module's launchers.
 
-    inputs(new) builds the tensors from new(shape, dtype), which allocates (torch.empty on CPU
-    when recording, torch.randn on the GPU when checking); settings are the float32 matmul
+    inputs(new) builds the tensors from new(shape, dtype), which allocates (a meta tensor when
+    recording, random values on the device when checking); settings are the float32 matmul
     precision, a lowered INT32_LIMIT (to reach the int64-offset variants), a lowered Diversity
     scratch budget (to reach the batch-chunked launches) and the op's scalar arguments.
     """
@@ -102,6 +113,7 @@ class Case:
     @contextlib.contextmanager
     def settings(self):
         import torch
+
         from fastobj.kernels import _common, diversity
         previous = (torch.get_float32_matmul_precision(), _common.INT32_LIMIT,
                     diversity.MAX_SCRATCH_BYTES)
@@ -137,24 +149,6 @@ class Case:
                 for given in (grams, grams[:0]):  # the forward's Grams, or recomputed
                     module.diversity_sums_backward(feats, norms, given, torch.ones(c, c),
                                                    torch.ones(()), 1e-12)
-
-    def check(self, device):
-        """The same calls through the tests' checks on random inputs on `device`, against the
-        float64 references (tests/test_kernel_<group>.py)."""
-        import torch
-        tests = importlib.import_module(f"test_kernel_{self.group}")
-        with self.settings():
-            args = self.inputs(lambda shape, dtype: torch.randn(shape, device=device).to(dtype))
-            if self.group == "total_variation":
-                tests.check_against_reference(*args)
-            elif self.group == "dot_cossim":
-                cossim_pow, angled, vec_grad = self.scalars
-                tests.check_against_reference(*args, cossim_pow, angled, vec_grad)
-            else:
-                (feats,) = args
-                tol = 5e-3 if feats.dtype == torch.float32 and self.precision != "highest" \
-                    else tests.TOL[feats.dtype]
-                tests.check_backward(feats, tol, tests.check_forward(feats, tol))
 
 
 def cases() -> List[Case]:
@@ -253,15 +247,67 @@ def cases() -> List[Case]:
 GROUPS = ("total_variation", "dot_cossim", "diversity")
 
 
-def record(groups=GROUPS):
-    """{group: [(case label, [records])]}: the launches each case of each group makes, on
-    CPU tensors that are allocated and never read."""
+def meta_tensor(shape, dtype):
+    """An input for recording: a meta tensor (shape, strides and offset, no storage)."""
     import torch
+    return torch.empty(shape, dtype=dtype, device="meta")
+# The bench ops that run a kernel: op -> (group, inputs from (dims, dtype)).
+_VIT_PREFIX = 1  # benchmarks/vit_ops.py: the class token before the patches
+
+
+def _bench_inputs(op: str, dims, dtype):
+    """(group, inputs(new)) of a ``fastobj bench`` op at dims, as its fastobj provider calls
+    the launchers (benchmarks/ops.py and vit_ops.py build the same views), or None."""
+    if op == "diversity":
+        return "diversity", lambda new: (new(dims, dtype).flatten(2),)
+    if op == "total_variation":
+        return "total_variation", lambda new: (new(dims, dtype),)
+    if op in ("direction", "direction_per_sample"):
+        vec = (dims[0] if op == "direction_per_sample" else 1, dims[1], 1)
+        return "dot_cossim", lambda new: (new(dims, dtype).flatten(2), new(vec, dtype))
+
+    def tokens(new):  # the (B, C, patches) view of (B, tokens, C) that fastobj.Tokens gives
+        return new(dims, dtype)[:, _VIT_PREFIX:, :].transpose(1, 2)
+    if op == "vit_diversity":
+        return "diversity", lambda new: (tokens(new),)
+    if op == "vit_direction":
+        return "dot_cossim", lambda new: (tokens(new), new((1, dims[2], 1), dtype))
+    return None
+
+
+def bench_cases(preset: str = "gpu") -> List[Case]:
+    """One case per kernel point of a ``fastobj bench`` preset (fwd+bwd launches, as the
+    library's float32 default precision runs them), its headline points first."""
+    import torch
+
+    from .ops import DIRECTION_COSSIM_POW, DTYPES
+    from .presets import PRESETS, plan
+    chosen = PRESETS[preset]
+    out, seen = [], set()
+    for part in ("headline", "rest"):
+        for point in plan(chosen.part(part)):
+            found = _bench_inputs(point.op, point.dims, DTYPES[point.dtype])
+            key = (point.op, point.dims, point.dtype)
+            if found is None or key in seen or DTYPES[point.dtype] == torch.float64:
+                continue
+            seen.add(key)
+            group, inputs = found
+            label = f"bench {point.op} {'x'.join(map(str, point.dims))} {point.dtype}"
+            out.append(Case(group, label, inputs,
+                            scalars=(DIRECTION_COSSIM_POW, False, True)))
+    return out
+
+
+def record(groups=GROUPS, sm_count: int = H200_SMS, preset: Optional[str] = "gpu"):
+    """{group: [(case label, [records])]}: the launches each case of each group makes, on
+    meta tensors (no memory, and a data pointer that keeps a view's offset, which is what
+    Triton specialises on), with grids for sm_count SMs; the points of the bench preset first
+    (none when preset is None), then :func:`cases`."""
     out = {group: [] for group in groups}
-    for case in cases():
+    for case in (bench_cases(preset) if preset else []) + cases():
         if case.group in groups:
-            with recording() as records:
-                case.launch(lambda shape, dtype: torch.empty(shape, dtype=dtype))
+            with recording(sm_count) as records:
+                case.launch(meta_tensor)
             out[case.group].append((case.label, list(records)))
     return out
 
@@ -378,11 +424,10 @@ def _compile_one(job):
 _JOBS: dict = {}
 
 
-def compile_all(capabilities, with_report=True, workers=None):
-    """Compile every variant of every group for each capability (in forked worker
-    processes, one per CPU core); the report rows."""
+def _jobs(capabilities, with_report, recorded):
+    """One compile job per distinct variant and capability, in recording order."""
     global _JOBS
-    _JOBS = variants(record())
+    _JOBS = variants(recorded)
     seen = set()
     jobs = []
     for group, found in _JOBS.items():
@@ -390,29 +435,62 @@ def compile_all(capabilities, with_report=True, workers=None):
             if key not in seen:  # a variant two groups share (the sum kernel) compiles once
                 seen.add(key)
                 jobs += [(group, key, cc, with_report) for cc in capabilities]
+    return jobs
+
+
+def compile_all(capabilities, with_report=True, workers=None, recorded=None, limit=None):
+    """Compile every variant of every group for each capability (in forked worker
+    processes, one per CPU core), yielding each report row as it finishes (the first
+    `limit` variants only, when given)."""
+    jobs = _jobs(capabilities, with_report, recorded or record())[:limit]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
-        import concurrent.futures
         import multiprocessing
-        with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(_compile_one, jobs))
-    return [_compile_one(job) for job in jobs]
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap_unordered(_compile_one, jobs)
+    else:
+        yield from map(_compile_one, jobs)
+
+
+def _options(args):
+    """(--sms, --preset, --limit, the rest) of the command line."""
+    values = {"--sms": str(H200_SMS), "--preset": "gpu", "--limit": None}
+    rest = []
+    while args:
+        head = args.pop(0)
+        if head in values:
+            values[head] = args.pop(0)
+        else:
+            rest.append(head)
+    limit, preset = values["--limit"], values["--preset"]
+    return (int(values["--sms"]), None if preset == "none" else preset,
+            None if limit is None else int(limit), rest)
 
 
 def main(argv):
     os.environ.pop("TRITON_INTERPRET", None)
-    command, capabilities = argv[0], [int(c) for c in argv[1:]]
+    sms, preset, limit, rest = _options(list(argv))
+    command, capabilities = rest[0], [int(c) for c in rest[1:]]
     if command == "report":  # warm keeps the environment (part of Triton's cache key)
         os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # 3.9's default, unwarned
     import triton
+    recorded = record(sm_count=sms, preset=preset)
     if command == "count":
-        found = variants(record())
-        print(json.dumps({"triton": triton.__version__,
+        found = variants(recorded)
+        print(json.dumps({"triton": triton.__version__, "sms": sms,
                           "variants": {g: len(v) for g, v in found.items()}}))
-    elif command in ("report", "warm"):
-        rows = compile_all(capabilities, with_report=command == "report")
+    elif command == "report":
+        rows = list(compile_all(capabilities, recorded=recorded, limit=limit))
         print(json.dumps({"triton": triton.__version__, "rows": rows}))
+    elif command == "warm":  # one line per variant as it finishes; failures set the status
+        failed = 0
+        for row in compile_all(capabilities, with_report=False, recorded=recorded,
+                               limit=limit):
+            failed += "error" in row
+            print(json.dumps(row), flush=True)
+        if failed:
+            print(f"{failed} kernel variant(s) failed to compile", file=sys.stderr)
+            raise SystemExit(1)
     else:
         raise SystemExit(f"unknown command {command!r}: count, report CC..., warm CC...")
 
