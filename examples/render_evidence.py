@@ -16,7 +16,8 @@ channels of ``_blocks.10`` both ways. ``accentuate`` starts from ``--photo`` and
 class logits in one batch.
 
 Each writes labelled grids (``{task}_{recipe}.png``; for MACO also ``{task}_maco_rgba.png``,
-the transparency map as alpha) and prints a Markdown table with the time taken.
+the transparency map as alpha, and ``{task}_maco_centre.png`` / ``_centre_rgba.png``, the
+centre half of each canvas, larger) and prints a Markdown table with the time taken.
 """
 from __future__ import annotations
 
@@ -49,11 +50,17 @@ UNITS_LAYER, UNITS = "_blocks.10", [17, 40, 63, 90]
 ACCENT_CLASSES, ACCENT_LAYER = [292, 340, 288, 951], "_blocks.10"
 JUDGE_VIEWS = 16
 SHOWN = 128  # pixels per tile in the written grids
+CENTRE = 192  # pixels per tile of a MACO canvas's centre half, where its crops look
 
 
-def _shrink(images: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(images, size=(SHOWN, SHOWN), mode="bilinear", antialias=True,
+def _shrink(images: torch.Tensor, side: int = SHOWN) -> torch.Tensor:
+    return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True,
                          align_corners=False)
+
+
+def _centre_half(images: torch.Tensor) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    return images[..., h // 4:h - h // 4, w // 4:w - w // 4]
 
 
 def judge(images: torch.Tensor, classes: List[int], recipe: str) -> Dict[str, List[float]]:
@@ -74,14 +81,25 @@ def judge(images: torch.Tensor, classes: List[int], recipe: str) -> Dict[str, Li
     return scores
 
 
-def _write(stem: str, result, labels: List[str], first: torch.Tensor = None) -> None:
+def _write(stem: str, result, labels: List[str], first: torch.Tensor = None,
+           centre: bool = False) -> None:
+    """The grid of the images (after ``first``), and with a transparency map the grid with it
+    as alpha; with ``centre``, both again for the centre half of each image, larger."""
     images = result.images if first is None else torch.cat([first, result.images])
     save_png(make_grid(_shrink(images), nrow=len(images), labels=labels), stem + ".png")
+    rgba = None
     if result.transparency is not None:
         alpha = transparency_alpha(result.transparency).unsqueeze(1)
-        rgba = _shrink(torch.cat([result.images, alpha], dim=1))
-        grid = make_grid(rgba, nrow=len(rgba), labels=labels[-len(rgba):])
+        rgba = torch.cat([result.images, alpha], dim=1)
+        grid = make_grid(_shrink(rgba), nrow=len(rgba), labels=labels[-len(rgba):])
         save_rgba_png(grid[:3], grid[3], stem + "_rgba.png")
+    if centre:
+        save_png(make_grid(_shrink(_centre_half(images), CENTRE), nrow=len(images),
+                           labels=labels), stem + "_centre.png")
+        if rgba is not None:
+            grid = make_grid(_shrink(_centre_half(rgba), CENTRE), nrow=len(rgba),
+                             labels=labels[-len(rgba):])
+            save_rgba_png(grid[:3], grid[3], stem + "_centre_rgba.png")
 
 
 def main() -> None:
@@ -104,13 +122,20 @@ def main() -> None:
                         steps=args.steps, transparency=True)
         seconds = time.perf_counter() - start
         _write(os.path.join(args.out, "accentuate"), result,
-               ["0"] + [str(c) for c in ACCENT_CLASSES], first=photo)
+               [""] + [str(c) for c in ACCENT_CLASSES], first=photo)
         with torch.no_grad():
             p = model(model_preprocess(model)(result.images)).softmax(1)
         print(f"accentuate: {len(ACCENT_CLASSES)} classes {ACCENT_CLASSES}, {args.steps} steps, "
               f"4 views, {seconds:.0f} s; anchor weights "
               f"{[round(float(w), 3) for w in result.anchor_weights]}; Lite0 p(class) "
               f"{[round(float(p[i, c]), 3) for i, c in enumerate(ACCENT_CLASSES)]}")
+        photo_scores = judge(photo.expand(len(ACCENT_CLASSES), -1, -1, -1), ACCENT_CLASSES,
+                             "fft")
+        for name, values in judge(result.images, ACCENT_CLASSES, "fft").items():
+            if name.endswith("whole"):
+                print(f"{name} p(class): photo " + " ".join(f"{v:.3f}" for v in
+                                                              photo_scores[name])
+                      + ", accentuated " + " ".join(f"{v:.3f}" for v in values))
         return
     layer, targets = ("_fc", CLASSES) if args.task == "classes" else (UNITS_LAYER, UNITS)
     rows = []
@@ -121,7 +146,7 @@ def main() -> None:
                         transparency=recipe == "maco")
         seconds = time.perf_counter() - start
         _write(os.path.join(args.out, f"{args.task}_{recipe}"), result,
-               [str(t) for t in targets])
+               [str(t) for t in targets], centre=recipe == "maco")
         row = {"recipe": recipe, "seconds": seconds, "views": result.views,
                "size": result.images.shape[-1], "final_loss": result.history[-1]}
         if args.task == "classes":
