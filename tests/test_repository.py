@@ -29,7 +29,6 @@ TESTS = REPO / "tests"
 # distributions (checked against the installed metadata below).
 EXTRA_MODULES = {
     "triton": "triton",
-    "PIL": "pillow",
     "matplotlib": "matplotlib",
     "hypothesis": "hypothesis",
     "pytest_benchmark": "pytest-benchmark",
@@ -129,7 +128,7 @@ def test_skip_policy_check_sees_each_violation(tmp_path):
         "pytest.skip('')\n"                                               # empty reason
         "@pytest.mark.skipif(True)\n"                                     # no reason
         "def test_x(): pass\n"
-        "pil = pytest.importorskip('PIL.Image')\n"                        # allowed
+        "mpl = pytest.importorskip('matplotlib.pyplot')\n"               # allowed
         "try:\n"
         "    import efficientnet_lite_pytorch\n"
         "except ImportError:\n"                                           # allowed: third party
