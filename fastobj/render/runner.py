@@ -76,9 +76,13 @@ class Recipe:
     def transforms(self, canvas: Sequence[int], model_size: Optional[Sequence[int]]) -> nn.Module:
         if not self.maco_crops:
             return default_transforms()
-        # Crops go straight to the model's input size; without one, they keep their own size.
-        size = model_size or tuple(max(1, round(0.275 * side)) for side in canvas)
-        return maco_transforms(size)
+        # Crops go straight to the model's input size; without one, they keep about their own
+        # size (the mean of the crops' side fractions).
+        crops = maco_transforms(model_size)
+        if model_size is None:
+            fraction = sum(crops.fraction) / 2
+            crops.output_size = tuple(max(1, round(fraction * side)) for side in canvas)
+        return crops
 
     def noise(self) -> Optional[nn.Module]:
         return Noise(0.05, 0.025) if self.maco_crops else None
