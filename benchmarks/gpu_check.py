@@ -196,7 +196,7 @@ def profile(rehearsal: bool) -> None:
 # sass
 # --------------------------------------------------------------------------------------------
 
-_SASS_KERNELS = ("_gram_tiles_kernel", "_apply_w_kernel")
+_SASS_KERNELS = ("_gram_packed_kernel", "_w_times_f_kernel")
 _TENSOR_CORE = re.compile(r"\b(HGMMA|QGMMA|HMMA|IMMA)\b")
 
 

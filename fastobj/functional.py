@@ -111,8 +111,8 @@ def diversity_ref(feats: torch.Tensor) -> torch.Tensor:
 
 def _diversity_sums_impl(feats: torch.Tensor
                          ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(S, sq, norms, grams): grams holds every sample's Gram for the backward when the batch
-    fits the kernel's scratch, else it is empty (kernels.diversity.keeps_grams)."""
+    """(S, sq, norms, grams): grams holds the packed upper Gram tiles of every sample for the
+    backward (kernels.diversity.gram_storage_shape, in gram_storage_dtype)."""
     from .kernels import diversity as kernels  # Triton is only touched when a kernel runs
     return kernels.diversity_sums_forward(feats, GRAM_NORM_EPS)
 
@@ -126,9 +126,12 @@ def _(feats):
     from .kernels import diversity as kernels
     acc = accumulation_dtype(feats.dtype)
     b, c = feats.shape[0], feats.shape[1]
-    kept = b if kernels.keeps_grams(b, c) else 0
+    # The kernel's own shape function: the packed tiles depend on (B, C) only, never on
+    # feats' strides or the matmul precision, so this matches the real output on any layout.
+    grams = feats.new_empty(kernels.gram_storage_shape(b, c, feats.dtype),
+                            dtype=kernels.gram_storage_dtype(feats.dtype))
     return (feats.new_empty((c, c), dtype=acc), feats.new_empty((), dtype=acc),
-            feats.new_empty((b,), dtype=acc), feats.new_empty((kept, c, c), dtype=acc))
+            feats.new_empty((b,), dtype=acc), grams)
 
 
 def _diversity_sums_backward_impl(feats: torch.Tensor, norms: torch.Tensor, grams: torch.Tensor,
@@ -150,8 +153,8 @@ def _(feats, norms, grams, grad_sums, grad_sq):
 
 def _diversity_setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[0], output[2], output[3])
-    # No zero-filled gradients for the outputs the backward ignores (norms, and the (B, C, C)
-    # grams: 1 GiB of memset at B = 1024, C = 512); a missing S or sq gradient is None.
+    # No zero-filled gradients for the outputs the backward ignores (norms, and the packed
+    # grams: 0.34 GB of memset at B = 1024, C = 512); a missing S or sq gradient is None.
     ctx.set_materialize_grads(False)
 
 

@@ -13,85 +13,146 @@ Writing A = Γ + Γᵀ, the gradient of sample i is
     κ_i = <A, G_i> / n_i       (= 2<Γ, g_i>; norms_i >= eps: the γ terms cancel as ‖g_i‖ = 1)
     κ_i = -4γ                  (norms_i < eps: the clamped norm is a constant).
 
-Each Gram is computed once. The forward stores every G_i (float32, C x C) in a scratch buffer
-and returns it as ``grams`` when the whole batch fits MAX_SCRATCH_BYTES; the backward then reads
-the Grams instead of recomputing them (autograd keeps them from the forward). Larger batches
-run in chunks of the batch, and their backward recomputes each chunk's Grams.
+Packed Gram storage. G_i and W_i are symmetric, so only the nt(nt+1)/2 = T tiles of the upper
+triangle of the nt x nt grid of SB x SB tiles are computed and stored (nt = ceil(C / SB)),
+each once, in row-major order over the upper triangle: ``grams`` is (B, T, SB, SB), entries
+beyond C zero (see gram_storage_shape). It is stored in bfloat16 for float16 and bfloat16
+inputs (float16 would overflow: Gram entries exceed 65504 for activations of a few tens) and
+in float32 for float32 inputs (gram_storage_dtype). The forward returns it and autograd keeps
+it for the backward, which reads it and never recomputes a Gram: B·T·SB² elements, 0.34 GB at
+B = 1024, C = 512 in bfloat16 (SB = 128, T = 10), whatever the batch (no chunking, no budget).
+SB depends only on C (and MAX_BLOCK), so the custom op's fake implementation computes the
+same shape from (B, C, dtype) alone, whatever the strides or the matmul precision.
 
-Passes (tiles of the C x C Gram are BLOCK x BLOCK; only the nt(nt+1)/2 tiles of the upper
-triangle are computed, nt = ceil(C / BLOCK), since G_i and W_i are symmetric):
+Error bound of bfloat16 storage: bfloat16 keeps 8 significant bits, so rounding to nearest
+(what the GPU's conversion does) puts each stored entry within 2⁻⁸ ≈ 3.9e-3 of |G_i[j, k]|
+(relative; Triton's interpreter truncates instead, within 2⁻⁷). The norms come from the float32
+accumulator, exact as before. Consequences, with u = 2⁻⁸: S[j, k] moves by at most
+u·Σ_i |g_i[j, k]| <= u·(S[j, j] + S[k, k]) / 2 (Cauchy-Schwarz on each G_i), so by at most
+u·max|S|; κ_i by at most u·Σ |A||G_i| / n_i; W_i by at most u·(|κ_i| + κ's error)·|g_i| / n_i
+entrywise: the order of the rounding of W to bfloat16 that the backward does anyway, inside
+the tests' 16-bit tolerance (1e-2 of the largest magnitude). float32 inputs store float32:
+no added error.
 
-forward, per chunk of the batch
-  1. ``_gram_tiles_kernel``          one program per (sample, upper tile): the tile and its mirror
-                                     into the Gram scratch, its ‖tile‖² partial.
-  2. ``_norms_and_sq_kernel``        one program: norms (fixed-order sum of the partials), sq.
-  3. ``_normalised_sum_kernel``      one program per (block of C² entries, split of the chunk):
-                                     Σ_i G_i / n_i over the split, read from the scratch.
-  then ``_common.sum_rows``           S = Σ over every split of every chunk, in order (and sq
-                                     over the chunks); skipped where there is one.
-backward, per chunk of the batch (the whole batch when the forward's Grams are given)
-  1. ``_gram_tiles_kernel``          (only without the forward's Grams) the chunk's Grams.
-  2. ``_cotangent_partials_kernel``  one program per (sample, upper tile): <A, G_i> partials.
-  3. ``_sample_coefficients_kernel`` per-sample κ_i and the scales of W_i.
-  4. ``_form_w_kernel``              W_i (scaled) from G_i and A in float32, rounded once to
-                                     feats' dtype into the W buffer, its mirror too.
-  5. ``_apply_w_kernel``             grad F_i = W_i F_i, one program per (sample, row block,
-                                     column block).
+Passes (SB x SB storage tiles; the Gram kernel may compute them as (SB/BLOCK)² sub-tiles):
+
+forward, 3 launches
+  1. ``_gram_packed_kernel``        one program per (sample, upper tile, sub-tile): the sub-tile
+                                    of F Fᵀ in float32, stored once, packed, in the storage
+                                    dtype; w·‖sub-tile‖² (w = 2 off the diagonal) from the
+                                    float32 accumulator into the (B, TP) norm partials.
+  2. ``_normalised_sum_kernel``     one program per (block of packed entries, split of the
+                                    batch): n_b from the partials (fixed order), Σ_b G_b / n_b
+                                    over the split; the first entry block also writes norms
+                                    and the split's part of sq.
+  3. ``_finish_sums_kernel``        one program per (upper tile, block of its rows): Σ over
+                                    the splits in order, stored into S (C x C, float32) with
+                                    its mirror; program 0 sums sq's parts.
+backward, 2 launches (and A = Γ + Γᵀ in torch)
+  1. ``_cotangent_partials_kernel`` one program per (sample, upper tile): w·<A tile, G tile>
+                                    and max|A tile|.
+  2. ``_w_times_f_kernel``          grad F_b = W_b F_b, one program per (sample, row block,
+                                    column block): κ_b, n_b and the scale σ_b from the partials
+                                    (fixed order), then per K step the G sub-tile from packed
+                                    storage (directly at or above the diagonal, else from the
+                                    mirrored tile through tl.trans) and A (float32, from L2);
+                                    W = (A - κ g)/σ formed in float32 registers, rounded once
+                                    to feats' dtype, multiplied on tensor cores, accumulated in
+                                    float32; the accumulator times σ_b / n_b is the gradient.
+                                    No W buffer.
 
 Numerics: every product runs in tl.dot with float32 accumulation; 16-bit inputs are read as they
-are. float32 dots follow torch.get_float32_matmul_precision() ("highest" -> IEEE, else tf32). W_i
-is formed in float32 (so A - κ_i g_i cancels without 16-bit rounding), divided by a per-sample
-σ_i >= max|W_i n_i| so that it fits float16's range, and rounded once to feats' dtype: the
-apply pass multiplies 16-bit operands (tensor cores) and applies the scale σ_i / n_i to the
-float32 accumulator. No atomics: every sum has a fixed order, so two calls give bitwise-equal
-results, and a backward that recomputes the Grams gets the bits the forward stored. No host
-synchronisation: all per-sample scalars stay on the device.
+are. float32 dots follow torch.get_float32_matmul_precision() ("highest" -> IEEE, else tf32). W_b
+is formed in float32 (so A - κ_b g_b cancels without 16-bit rounding), divided by a per-sample
+σ_b = max|A| + |κ_b| >= max|W_b n_b| so that it fits float16's range (one path for every
+dtype: bfloat16 and float32 would not need it), and rounded once to feats' dtype. A is read
+in float32 (not pre-scaled to bfloat16): its loads come from L2 (one C x C matrix shared by
+every program) and it adds no rounding. No atomics: every sum has a fixed order, so two calls
+give bitwise-equal results. No host synchronisation: all per-sample scalars stay on the device.
 
-Memory: forward one float32 (chunk, C, C) Gram scratch, 4·chunk·C² <= MAX_SCRATCH_BYTES (see
-batch_chunk), kept for the backward when chunk = B; backward the W buffer, chunk·C² elements
-of feats' dtype, and without the forward's Grams a float32 Gram scratch of the chunk.
-
-Traffic and time at B = 1024, C = 512, P = 784 in bfloat16 (BLOCK = 128, nt = 4, T = 10;
-PREDICTIONS, not measured; benchmarks/RESULTS.md has the model and what it leaves out):
-computed products 263 GFLOP of Grams (C²·P·(1 + 1/nt) per sample) and 421 GFLOP of W·F; HBM
-bytes, every read and write counted once: forward F 0.82 GB, the fp32 Grams written 1.07 GB
-and read back for S 1.07 GB (2.97 GB); backward the upper tiles read for <A, G> 0.67 GB and
-for W 0.67 GB, W written 0.54 GB and read 0.54 GB, F 0.82 GB, the gradient 0.82 GB (4.06 GB):
-7.03 GB in all. On an H100 (copy 3.0 TB/s, R = 798 TFLOP/s, Triton at 0.75 R assumed) the
-Gram kernel and the W·F kernel are bandwidth-bound (0.63 and 0.73 ms) and the call takes
-≈ 2.34 ms, 45% of R; on an H200 (4.3 TB/s) ≈ 1.85 ms, 58%. RESULTS.md evaluates the
-restructure that would bring the traffic to ~3.8 GB.
-Registers and shared memory (ptxas, sm_90a, Triton 3.9 and 3.6): the Gram kernel 124-126
-registers and 64 KiB, the apply kernel 106 registers and 96 KiB, both two programs per SM.
+Cost model (counted: every HBM read and write once; re-reads that the grid order keeps in L2,
+F_b's rows by the programs of sample b, the packed tiles by the column blocks of one row
+block, A by everyone, counted once; left out: launch gaps, L2 misses on those re-reads, the
+tail wave, the Triton MMA efficiency η; nt = ceil(C/SB), T = nt(nt+1)/2, elt: feats' bytes
+per element, st: the storage dtype's), per kernel:
+  _gram_packed_kernel         2·B·T·SB²·P FLOPs (≈ B·C²·P·(1 + 1/nt)); reads B·C·P·elt, writes
+                              B·T·SB²·st.
+  _normalised_sum_kernel      2·B·T·SB² FLOPs; reads B·T·SB²·st, writes 4·SPLITS·T·SB².
+  _finish_sums_kernel         reads 4·SPLITS·T·SB², writes ≈ 4·C².
+  _cotangent_partials_kernel  2·B·T·SB² FLOPs; reads B·T·SB²·st (A from L2).
+  _w_times_f_kernel           2·B·C²·P FLOPs (+ ≈ 3·B·C²·NP to form W); reads B·T·SB²·st and
+                              B·C·P·elt, writes B·C·P·elt.
+At B = 1024, C = 512, P = 784 in bfloat16 (SB = 128, nt = 4, T = 10): 263 GFLOP of Grams and
+421 GFLOP of W·F; HBM bytes: F read twice and the gradient written, 3 × 0.82 = 2.47 GB, the
+packed bfloat16 tiles written once and read three times, 4 × 0.336 = 1.34 GB: 3.81 GB in all
+(the kernels before this layout moved 7.03 GB). PREDICTIONS, not measured (H100: copy
+3.0 TB/s, R = 798 TFLOP/s, Triton at 0.75 R assumed): Gram 0.44 ms (compute-bound), sum and
+<A, G> 0.11 ms each (bandwidth), W·F 0.70 ms (compute) ≈ 1.37 ms, 77% of R; H200 (4.3 TB/s,
+R = 788 TFLOP/s) ≈ 1.31 ms, 81%. benchmarks/RESULTS.md has the model.
+Registers and spills (ptxas, sm_90a): see benchmarks/RESULTS.md and tests/test_kernels_compile.py.
 """
 from __future__ import annotations
 
-from typing import Tuple
+import functools
+from typing import NamedTuple, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled
-from ._common import Launch, cdiv, next_power_of_2, on_input_device, resident_grid, sum_rows
+from ._common import Launch, cdiv, next_power_of_2, on_input_device, resident_grid
 
-# Budget of the float32 (chunk, C, C) Gram scratch, 4·C² bytes per sample whatever the input
-# dtype. 1 GiB holds a whole B=1024, C=512 batch; larger batches run in chunks of the batch.
-MAX_SCRATCH_BYTES = 1 << 30
 # Resident programs per SM of the normalised sum (4 warps; PREDICTION from its registers, a
-# few dozen per thread): 4 x 16 KiB of loads in flight per SM. And its grid in the interpreter.
+# few dozen per thread): 4 x 8 KiB of bfloat16 loads in flight per SM. And its grid in the
+# interpreter.
 _SUM_PROGRAMS_PER_SM = 4
 _INTERPRETER_PROGRAMS = 4
-# Entries of the C x C Gram a program of the normalised sum covers, and samples per load:
-# 4 x 1024 float32 = 16 KiB per step.
+# Packed entries a program of the normalised sum covers, and samples per load: 4 x 1024
+# elements per step.
 _SUM_BLOCK = 1024
 _SUM_STEP = 4
-# Elements of a tile the cotangent partials load per step (per operand, G and A).
-_PARTIAL_ELEMENTS = 2048
-_SIGMA_FLOOR = 1e-30  # keeps σ_i > 0 when A = 0 and κ_i = 0 (W_i = 0 then)
-# Largest tile edge (C of the Gram tiles, C and P of the W·F tiles). Tests lower it to cover
-# several tiles on small, interpreter-sized inputs.
+# Elements of a tile the cotangent partials and the finishing sum load per step.
+_TILE_ELEMENTS = 2048
+_SIGMA_FLOOR = 1e-30  # keeps σ_b > 0 when A = 0 and κ_b = 0 (W_b = 0 then)
+# Largest tile edge (the Gram storage tiles, C and P of the W·F tiles). Tests lower it to
+# cover several tiles on small, interpreter-sized inputs.
 MAX_BLOCK = 128
+
+
+# --------------------------------------------------------------------------------------------
+# Packed Gram storage (shared with the custom op's fake implementation).
+# --------------------------------------------------------------------------------------------
+
+def gram_storage_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the packed Grams for feats of `dtype`: bfloat16 for 16-bit inputs (float16's
+    range is too small for Gram entries), float32 for float32."""
+    return torch.float32 if dtype == torch.float32 else torch.bfloat16
+
+
+def storage_block(C: int) -> int:
+    """SB, the edge of the stored Gram tiles: C's power of two in [16, MAX_BLOCK]. It depends
+    on C alone (not on strides, dtype or matmul precision), so a fake tensor gets it too."""
+    return _pow2_clamp(C, 16, MAX_BLOCK)
+
+
+def gram_storage_shape(B, C: int, dtype: torch.dtype) -> tuple:
+    """Shape (B, T, SB, SB) of the packed Grams of a (B, C, P) batch: the T = nt(nt+1)/2 upper
+    tiles (nt = ceil(C / SB)) of each sample, row-major over the upper triangle. B may be a
+    symbolic size (torch.compile); C is read as an int (the tiles depend on it). dtype is
+    feats' (the shape does not depend on it; the argument keeps the fake's call explicit)."""
+    C = int(C)
+    block = storage_block(C)
+    return (B, _tile_counts(C, block)[1], block, block)
+
+
+def _pow2_clamp(n: int, low: int, high: int) -> int:
+    return max(low, min(high, next_power_of_2(max(int(n), 1))))
+
+
+def _tile_counts(C: int, block: int) -> Tuple[int, int]:
+    nt = cdiv(C, block)
+    return nt, nt * (nt + 1) // 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,15 +170,9 @@ def _upper_tile_coords(t, nt):
 
 
 @triton.jit
-def _sample_upper_tile(pid, NT, T, BLOCK: tl.constexpr):
-    """(b, tm, tn, rows_m, rows_n) of program pid = b·T + t of a per-(sample, upper tile) grid:
-    sample b, upper tile t at tile row tm, tile column tn (see _upper_tile_coords), and the
-    C indices of its rows and of its columns."""
-    b = pid // T
-    tm, tn = _upper_tile_coords(pid % T, NT)
-    rows_m = tm * BLOCK + tl.arange(0, BLOCK)
-    rows_n = tn * BLOCK + tl.arange(0, BLOCK)
-    return b, tm, tn, rows_m, rows_n
+def _upper_tile_index(tm, tn, nt):
+    """Index t of the upper tile (tm, tn), tm <= tn, in _upper_tile_coords' order."""
+    return tm * nt - (tm * (tm - 1)) // 2 + tn - tm
 
 
 @triton.jit
@@ -132,16 +187,6 @@ def _sum_partials(part_ptr, bs, in_b, T, BLOCK_B: tl.constexpr, BLOCK_T: tl.cons
                        mask=in_b[:, None] & in_t[None, :], other=0.0)
         total += tl.sum(part, axis=1)
     return total
-
-
-@triton.jit
-def _off_diagonal(rows_m, rows_n, BLOCK: tl.constexpr):
-    """Tile-shaped mask, true when the tile of rows rows_m, columns rows_n is off the diagonal.
-
-    (Built from block tensors: in the interpreter of Triton 3.9, a block mask combined with a
-    0-d boolean comes out as int32, which tl.store rejects.)
-    """
-    return (rows_m // BLOCK)[:, None] != (rows_n // BLOCK)[None, :]
 
 
 @triton.jit
@@ -185,84 +230,125 @@ def _gram_tile(acc, f_ptr, rows_m, rows_n, C, P, stride_c, stride_p,
 
 
 # --------------------------------------------------------------------------------------------
-# Forward (its first pass also recomputes a chunk's Grams in the backward).
+# Forward.
 # --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _gram_tiles_kernel(f_ptr, g_ptr, part_ptr, C, P, stride_b, stride_c, stride_p, NT, T,
-                       BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """Each sample's Gram into the scratch, with the squared-Frobenius partials.
+def _gram_packed_kernel(f_ptr, g_ptr, part_ptr, C, P, stride_b, stride_c, stride_p, NT, T,
+                        SB: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+                        PRECISION: tl.constexpr):
+    """Each sample's upper Gram tiles into packed storage, with the squared-Frobenius partials.
 
-    Grid (Bc·T,): program b·T + t computes tile t (row-major over the upper triangle of the
-    NT x NT tile grid, T = NT(NT+1)/2) of G_b = F_b F_bᵀ, stores it and its mirror into g[b]
-    (so g[b] holds the whole symmetric Gram), and writes w·‖tile‖² to part[b, t], w = 2 off
-    the diagonal (the mirrored tile) and 1 on it, so Σ_t part[b, t] = ‖G_b‖²_F.
+    Grid (B·T·SUBS²,), SUBS = SB // BLOCK: program ((b·T + t)·SUBS + i)·SUBS + j computes
+    sub-tile (i, j) (BLOCK x BLOCK) of upper tile t (row-major over the upper triangle of the
+    NT x NT grid of SB x SB tiles, T = NT(NT+1)/2) of G_b = F_b F_bᵀ in float32, stores it
+    once, rounded to g's dtype, into g[b, t], and writes w·‖sub-tile‖² to part[b, ·], w = 2 off
+    the diagonal (the mirrored tile is not stored) and 1 on it, so Σ part[b, ·] = ‖G_b‖²_F.
+    Diagonal tiles are stored whole (both triangles); with SUBS > 1 their sub-tiles below the
+    diagonal are computed too. Entries beyond C are stored as zeros.
 
-    Buffers: f (Bc, C, P) any strides, float32/float16/bfloat16; g (Bc, C, C) float32
-    contiguous (every entry written); part (Bc, T) float32.
-    Cost: FLOPs 2·Bc·T·BLOCK²·P ≈ Bc·C²·P·(1 + 1/NT) (half the full Gram, by symmetry); bytes
-    read 2·Bc·T·BLOCK·P·elt (L2; HBM at least Bc·C·P·elt), written 4·Bc·C² + 4·Bc·T.
+    Buffers: f (B, C, P) any strides, float32/float16/bfloat16; g (B, T, SB, SB) contiguous,
+    float32 or bfloat16 (every entry written); part (B, T·SUBS²) float32.
+    Cost: FLOPs 2·B·T·SB²·P ≈ B·C²·P·(1 + 1/NT); bytes read 2·B·T·SB·P·elt (L2; HBM at least
+    B·C·P·elt), written B·T·SB²·st + 4·B·T·SUBS².
     """
+    SUBS: tl.constexpr = SB // BLOCK
     pid = tl.program_id(0)
-    b, tm, tn, rows_m, rows_n = _sample_upper_tile(pid, NT, T, BLOCK)
+    tile = pid // (SUBS * SUBS)  # b·T + t
+    i = (pid // SUBS) % SUBS
+    j = pid % SUBS
+    b = tile // T
+    tm, tn = _upper_tile_coords(tile % T, NT)
+    sub = tl.arange(0, BLOCK)
+    rows_m = tm * SB + i * BLOCK + sub
+    rows_n = tn * SB + j * BLOCK + sub
     g = _gram_tile(tl.zeros((BLOCK, BLOCK), dtype=tl.float32), f_ptr + b.to(tl.int64) * stride_b,
                    rows_m, rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
     tl.store(part_ptr + pid, tl.where(tm == tn, 1.0, 2.0) * tl.sum(g * g))
-    in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
-    base = g_ptr + b.to(tl.int64) * C * C
-    tl.store(base + rows_m[:, None] * C + rows_n[None, :], g, mask=in_tile)
-    tl.store(base + rows_n[None, :] * C + rows_m[:, None], g,
-             mask=in_tile & _off_diagonal(rows_m, rows_n, BLOCK))
+    offs = (i * BLOCK + sub)[:, None] * SB + (j * BLOCK + sub)[None, :]
+    tl.store(g_ptr + tile.to(tl.int64) * (SB * SB) + offs, g.to(g_ptr.dtype.element_ty))
 
 
 @triton.jit
-def _norms_and_sq_kernel(part_ptr, norms_ptr, sq_ptr, B, T, eps,
-                         BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr):
-    """norms_b = sqrt(Σ_t part[b, t]) and sq = Σ_b (norms_b / max(norms_b, eps))².
+def _normalised_sum_kernel(g_ptr, part_ptr, norms_ptr, sqpart_ptr, spart_ptr, B, E, TP,
+                           SAMPLES_PER_SPLIT, eps, BLOCK_E: tl.constexpr, STEP: tl.constexpr,
+                           BLOCK_T: tl.constexpr):
+    """Per split of the batch, Σ_b G_b / n_b on one block of the packed entries.
 
-    Grid (1,): one program walks the batch in blocks of BLOCK_B, summing in a fixed order.
-    Buffers: part (B, T) float32; norms (B,) float32; sq () float32.
-    Cost: bytes read 4·B·T, written 4·(B + 1); ~3·B·T FLOPs.
-    """
-    sq = tl.zeros((BLOCK_B,), dtype=tl.float32)
-    for b0 in range(0, B, BLOCK_B):
-        bs = b0 + tl.arange(0, BLOCK_B)
-        in_b = bs < B
-        norm = tl.sqrt_rn(_sum_partials(part_ptr, bs, in_b, T, BLOCK_B, BLOCK_T))
-        tl.store(norms_ptr + bs, norm, mask=in_b)
-        ratio = tl.div_rn(norm, tl.maximum(norm, eps))
-        sq += tl.where(in_b, ratio * ratio, 0.0)
-    tl.store(sq_ptr, tl.sum(sq, axis=0))
-
-
-@triton.jit
-def _normalised_sum_kernel(g_ptr, norms_ptr, spart_ptr, B, CC, SAMPLES_PER_SPLIT, eps,
-                           BLOCK_E: tl.constexpr, STEP: tl.constexpr):
-    """Per split of the batch, Σ_b G_b / max(norms_b, eps) on one block of the C² entries.
-
-    Grid (cdiv(CC, BLOCK_E), SPLITS): program (e, s) walks the samples of split s
+    Grid (cdiv(E, BLOCK_E), SPLITS): program (e, s) walks the samples of split s
     (SAMPLES_PER_SPLIT consecutive ones; the last split may be short or empty) STEP at a
-    time, in order, and writes its sum of entries [e·BLOCK_E, (e+1)·BLOCK_E) to spart[s].
-    Bandwidth-bound: each step loads a (STEP, BLOCK_E) block of the Grams.
+    time, in order: n_b = max(norms_b, eps) with norms_b = sqrt(Σ part[b, ·]) summed in a
+    fixed order (every program gets the same bits), and writes its sum of entries
+    [e·BLOCK_E, (e+1)·BLOCK_E) to spart[s]. Programs e = 0 also write norms_b of their split
+    and sqpart[s] = Σ_b (norms_b / n_b)². Bandwidth-bound: each step loads a (STEP, BLOCK_E)
+    block of the packed Grams.
 
-    Buffers: g (B, CC) float32 contiguous (the Grams, CC = C²); norms (B,) float32; spart
-    (SPLITS, CC) float32 (every entry written).
-    Cost: bytes read 4·B·CC, written 4·SPLITS·CC; 2·B·CC FLOPs.
+    Buffers: g (B, E) contiguous, the storage dtype (the packed Grams, E = T·SB²); part
+    (B, TP) float32; norms (B,) float32; sqpart (SPLITS,) float32; spart (SPLITS, E) float32
+    (every entry written).
+    Cost: bytes read B·E·st (+ 4·B·TP per program, L2), written 4·SPLITS·E; 2·B·E FLOPs.
     """
-    es = tl.program_id(0) * BLOCK_E + tl.arange(0, BLOCK_E)
+    e_block = tl.program_id(0)
     split = tl.program_id(1)
-    in_e = (es < CC)[None, :]
+    es = e_block * BLOCK_E + tl.arange(0, BLOCK_E)
+    in_e = es < E
     start = split * SAMPLES_PER_SPLIT
     end = tl.minimum(start + SAMPLES_PER_SPLIT, B)
     acc = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    sq = tl.zeros((STEP,), dtype=tl.float32)
     for b0 in range(start, end, STEP):
         bs = b0 + tl.arange(0, STEP)
         in_b = bs < end
-        inv = 1.0 / tl.maximum(tl.load(norms_ptr + bs, mask=in_b, other=1.0), eps)
-        g = tl.load(g_ptr + bs.to(tl.int64)[:, None] * CC + es[None, :],
-                    mask=in_b[:, None] & in_e, other=0.0)
-        acc += tl.sum(g * inv[:, None], axis=0)
-    tl.store(spart_ptr + split.to(tl.int64) * CC + es, acc, mask=es < CC)
+        norm = tl.sqrt_rn(_sum_partials(part_ptr, bs, in_b, TP, STEP, BLOCK_T))
+        n = tl.maximum(norm, eps)
+        g = tl.load(g_ptr + bs.to(tl.int64)[:, None] * E + es[None, :],
+                    mask=in_b[:, None] & in_e[None, :], other=0.0)
+        acc += tl.sum(g.to(tl.float32) * (1.0 / n)[:, None], axis=0)
+        ratio = tl.div_rn(norm, n)
+        sq += tl.where(in_b, ratio * ratio, 0.0)
+        if e_block == 0:
+            tl.store(norms_ptr + bs, norm, mask=in_b)
+    tl.store(spart_ptr + split.to(tl.int64) * E + es, acc, mask=in_e)
+    if e_block == 0:
+        tl.store(sqpart_ptr + split, tl.sum(sq, axis=0))
+
+
+@triton.jit
+def _finish_sums_kernel(spart_ptr, sqpart_ptr, s_ptr, sq_ptr, C, NT, SPLITS, E,
+                        SB: tl.constexpr, ROWS: tl.constexpr):
+    """S = Σ_s spart[s] unpacked into the full symmetric C x C matrix, and sq = Σ_s sqpart[s],
+    both summed over the splits in order.
+
+    Grid (T·SB/ROWS,): program t·(SB/ROWS) + r sums rows [r·ROWS, (r+1)·ROWS) of packed tile
+    t, stores them at their place in S and, off the diagonal, at the mirrored place; program
+    0 also writes sq.
+
+    Buffers: spart (SPLITS, E) float32 (E = T·SB²); sqpart (SPLITS,) float32; s (C, C)
+    float32 contiguous (every entry written); sq () float32.
+    Cost: bytes read 4·SPLITS·E, written ≈ 4·C²; SPLITS·E additions.
+    """
+    CHUNKS: tl.constexpr = SB // ROWS
+    pid = tl.program_id(0)
+    t = pid // CHUNKS
+    tm, tn = _upper_tile_coords(t, NT)
+    rr = (pid % CHUNKS) * ROWS + tl.arange(0, ROWS)
+    cc = tl.arange(0, SB)
+    ptrs = spart_ptr + t * (SB * SB) + rr[:, None] * SB + cc[None, :]
+    acc = tl.zeros((ROWS, SB), dtype=tl.float32)
+    for _ in range(0, SPLITS):
+        acc += tl.load(ptrs)
+        ptrs += E
+    rows = tm * SB + rr
+    cols = tn * SB + cc
+    in_s = (rows < C)[:, None] & (cols < C)[None, :]
+    tl.store(s_ptr + rows[:, None] * C + cols[None, :], acc, mask=in_s)
+    if tm != tn:
+        tl.store(s_ptr + cols[None, :] * C + rows[:, None], acc, mask=in_s)
+    if pid == 0:
+        sq = tl.load(sqpart_ptr)
+        for s in range(1, SPLITS):
+            sq += tl.load(sqpart_ptr + s)
+        tl.store(sq_ptr, sq)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,138 +356,145 @@ def _normalised_sum_kernel(g_ptr, norms_ptr, spart_ptr, B, CC, SAMPLES_PER_SPLIT
 # --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _cotangent_partials_kernel(g_ptr, a_ptr, part_ptr, C, NT, T,
-                               BLOCK: tl.constexpr, ROWS: tl.constexpr):
-    """Partials of <A, G_b>, read from the stored Grams.
+def _cotangent_partials_kernel(g_ptr, a_ptr, dot_ptr, amax_ptr, C, NT, T,
+                               SB: tl.constexpr, ROWS: tl.constexpr):
+    """Partials of <A, G_b> and of max|A|, read from the packed Grams.
 
-    Grid (Bc·T,): program b·T + t reads upper tile t of G_b and of A, ROWS rows at a time,
-    and writes w·<A tile, G tile> (w = 2 off the diagonal, 1 on it) to part[b, t], so
-    Σ_t part[b, t] = <A, G_b> (A and G_b symmetric).
+    Grid (B·T,): program b·T + t reads packed tile t of G_b and the same tile of A, ROWS rows
+    at a time, and writes w·<A tile, G tile> (w = 2 off the diagonal, 1 on it) to dot[b, t],
+    so Σ_t dot[b, t] = <A, G_b> (A and G_b symmetric), and max|A tile| to amax[b, t] (every
+    sample gets the same values: max_t amax[b, t] = max|A|, without a separate pass).
 
-    Buffers: g (Bc, C, C) float32 contiguous; a (C, C) float32 contiguous, symmetric;
-    part (Bc, T) float32.
-    Cost: bytes read 4·Bc·T·BLOCK² ≈ 2·Bc·C²·(1 + 1/NT) of G (HBM) and as much of A (L2);
-    2·Bc·T·BLOCK² FLOPs.
+    Buffers: g (B, T, SB, SB) contiguous, the storage dtype; a (C, C) float32 contiguous,
+    symmetric; dot and amax (B, T) float32.
+    Cost: bytes read B·T·SB²·st of G (HBM) and 4·B·T·SB² of A (L2); 3·B·T·SB² FLOPs.
     """
     pid = tl.program_id(0)
-    b = pid // T
     tm, tn = _upper_tile_coords(pid % T, NT)
-    cols = tn * BLOCK + tl.arange(0, BLOCK)
+    cc = tl.arange(0, SB)
+    cols = tn * SB + cc
     in_cols = (cols < C)[None, :]
-    base = g_ptr + b.to(tl.int64) * C * C
-    acc = tl.zeros((ROWS, BLOCK), dtype=tl.float32)
-    for r in range(0, BLOCK, ROWS):
-        rows = tm * BLOCK + r + tl.arange(0, ROWS)
-        offs = rows[:, None] * C + cols[None, :]
-        mask = (rows < C)[:, None] & in_cols
-        acc += tl.load(a_ptr + offs, mask=mask, other=0.0) * tl.load(base + offs, mask=mask,
-                                                                     other=0.0)
-    tl.store(part_ptr + pid, tl.where(tm == tn, 1.0, 2.0) * tl.sum(acc))
+    tile = g_ptr + pid.to(tl.int64) * (SB * SB)
+    acc = tl.zeros((ROWS, SB), dtype=tl.float32)
+    amax = tl.zeros((ROWS, SB), dtype=tl.float32)
+    for r in range(0, SB, ROWS):
+        rr = r + tl.arange(0, ROWS)
+        rows = tm * SB + rr
+        a = tl.load(a_ptr + rows[:, None] * C + cols[None, :], mask=(rows < C)[:, None] & in_cols,
+                    other=0.0)
+        acc += a * tl.load(tile + rr[:, None] * SB + cc[None, :]).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(a))
+    tl.store(dot_ptr + pid, tl.where(tm == tn, 1.0, 2.0) * tl.sum(acc))
+    tl.store(amax_ptr + pid, tl.max(amax))
 
 
 @triton.jit
-def _sample_coefficients_kernel(part_ptr, norms_ptr, amax_ptr, grad_sq_ptr, coef_ptr, B, T,
-                                COEF_STRIDE, eps, sigma_floor,
-                                BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr):
-    """The per-sample scalars of W_b = (A - κ_b g_b) / n_b.
+def _sample_coefficients(dot_ptr, amax_ptr, norms_ptr, grad_sq_ptr, b, T, eps, sigma_floor,
+                         BLOCK_T: tl.constexpr):
+    """(1/σ, κ/(n·σ), σ/n) of sample b, so that W_b = (σ/n)·(A/σ - κ/(n·σ)·G_b).
 
-    With n = max(norms_b, eps), κ = Σ_t part[b, t] / n if norms_b >= eps else -4·grad_sq, and
-    σ = max(max|A| + |κ|, sigma_floor) (a bound on |A - κ g_b| entrywise, since |g_b| <= 1):
-    coef[0, b] = 1/σ, coef[1, b] = κ/(n·σ), coef[2, b] = σ/n, so that
-    W_b = coef[2, b] · (coef[0, b]·A - coef[1, b]·G_b).
-
-    Grid (cdiv(B, BLOCK_B),). Buffers: part (B, T) float32; norms (B,) float32; amax () and
-    grad_sq () float32; coef (3, COEF_STRIDE) float32, COEF_STRIDE >= B.
-    Cost: bytes read 4·B·(T + 1), written 12·B; O(B·T) FLOPs.
+    n = max(norms_b, eps); κ = Σ_t dot[b, t] / n (in t order) if norms_b >= eps, else
+    -4·grad_sq; σ = max(max_t amax[b, t] + |κ|, sigma_floor), a bound on |A - κ g_b|
+    entrywise since |g_b| <= 1. Every program of sample b computes the same bits.
     """
-    bs = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    in_b = bs < B
-    dot = _sum_partials(part_ptr, bs, in_b, T, BLOCK_B, BLOCK_T)
-    norm = tl.load(norms_ptr + bs, mask=in_b, other=1.0)
+    ts = tl.arange(0, BLOCK_T)
+    dot = tl.zeros((BLOCK_T,), dtype=tl.float32)
+    amax = tl.zeros((BLOCK_T,), dtype=tl.float32)
+    row = b.to(tl.int64) * T
+    for t0 in range(0, T, BLOCK_T):
+        in_t = (t0 + ts) < T
+        dot += tl.load(dot_ptr + row + t0 + ts, mask=in_t, other=0.0)
+        amax = tl.maximum(amax, tl.load(amax_ptr + row + t0 + ts, mask=in_t, other=0.0))
+    norm = tl.load(norms_ptr + b)
     n = tl.maximum(norm, eps)
-    grad_sq = tl.load(grad_sq_ptr)
-    kappa = tl.where(norm >= eps, dot / n, -4.0 * grad_sq)
-    sigma = tl.maximum(tl.load(amax_ptr) + tl.abs(kappa), sigma_floor)
-    tl.store(coef_ptr + bs, 1.0 / sigma, mask=in_b)
-    tl.store(coef_ptr + COEF_STRIDE + bs, kappa / (n * sigma), mask=in_b)
-    tl.store(coef_ptr + 2 * COEF_STRIDE + bs, sigma / n, mask=in_b)
-
-
+    kappa = tl.where(norm >= eps, tl.sum(dot, axis=0) / n, -4.0 * tl.load(grad_sq_ptr))
+    sigma = tl.maximum(tl.max(amax, axis=0) + tl.abs(kappa), sigma_floor)
+    return 1.0 / sigma, kappa / (n * sigma), sigma / n
 
 
 @triton.jit
-def _form_w_kernel(g_ptr, a_ptr, coef_ptr, w_ptr, C, NT, T, COEF_STRIDE, BLOCK: tl.constexpr):
-    """The scaled W_b = coef[0, b]·A - coef[1, b]·G_b, formed in float32, stored in w's dtype.
+def _w_times_f_steps(acc, k_start, k_end, tr, g_sample, a_ptr, f_cols, rows, c_a, c_g, C, NT,
+                     stride_c, in_cols, SB: tl.constexpr, BLOCK_K: tl.constexpr,
+                     PRECISION: tl.constexpr, BELOW: tl.constexpr):
+    """acc + W[rows, k_start:k_end] F[k_start:k_end, cols], W = c_a·A - c_g·G_b formed per K
+    step in float32 and rounded to F's dtype.
 
-    Grid (Bc·T,): program b·T + t reads upper tile t of G_b and of A, forms the tile in float32
-    and stores it, rounded once to w's dtype (feats' dtype), and its mirror into w[b], which
-    then holds the whole symmetric C x C matrix W_b. The Grams are only read: they may be the
-    forward's, which autograd keeps.
-
-    Buffers: g (Bc, C, C) float32 contiguous; a (C, C) float32; coef (3, COEF_STRIDE) float32;
-    w (Bc, C, C) contiguous, feats' dtype.
-    Cost: bytes read ≈ 2·Bc·C²·(1 + 1/NT) of G (HBM) and of A (L2), written Bc·C²·elt;
-    ≈ 3·Bc·C²/2 FLOPs.
+    rows lie in tile row tr (len(rows) divides SB); k_start and k_end - k_start are multiples
+    of BLOCK_K (which divides SB), so each step's (rows, K) sub-tile of G_b lies in one SB x SB
+    tile (tr, k // SB). BELOW: the steps left of the diagonal (k < tr·SB), whose tile is not
+    stored: it is read from its mirror, stored tile (k // SB, tr), as a (K, rows) block, and
+    transposed. g_sample points at G_b's packed tiles; f_cols at F_b's columns cols (a row of
+    pointers, stride_c between rows of C).
     """
-    pid = tl.program_id(0)
-    b, tm, tn, rows_m, rows_n = _sample_upper_tile(pid, NT, T, BLOCK)
-    in_tile = (rows_m < C)[:, None] & (rows_n < C)[None, :]
-    offs = rows_m[:, None] * C + rows_n[None, :]
-    base = b.to(tl.int64) * C * C
-    g = tl.load(g_ptr + base + offs, mask=in_tile, other=0.0)
-    a = tl.load(a_ptr + offs, mask=in_tile, other=0.0)
-    w = tl.load(coef_ptr + b) * a - tl.load(coef_ptr + COEF_STRIDE + b) * g
-    w = w.to(w_ptr.dtype.element_ty)
-    tl.store(w_ptr + base + offs, w, mask=in_tile)
-    tl.store(w_ptr + base + rows_n[None, :] * C + rows_m[:, None], w,
-             mask=in_tile & _off_diagonal(rows_m, rows_n, BLOCK))
+    ks = tl.arange(0, BLOCK_K)
+    in_rows = (rows < C)[:, None]
+    r_in = rows - tr * SB  # the rows' place inside their tile
+    for k in range(k_start, k_end, BLOCK_K):
+        kk = k + ks
+        in_k = kk < C
+        tc = k // SB
+        k_in = kk - tc * SB
+        if BELOW:
+            tile = g_sample + _upper_tile_index(tc, tr, NT) * (SB * SB)
+            g = tl.trans(tl.load(tile + k_in[:, None] * SB + r_in[None, :]))
+        else:
+            tile = g_sample + _upper_tile_index(tr, tc, NT) * (SB * SB)
+            g = tl.load(tile + r_in[:, None] * SB + k_in[None, :])
+        a = tl.load(a_ptr + rows[:, None] * C + kk[None, :], mask=in_rows & in_k[None, :],
+                    other=0.0)
+        w = (c_a * a - c_g * g.to(tl.float32)).to(f_cols.dtype.element_ty)
+        f = tl.load(f_cols + kk.to(tl.int64)[:, None] * stride_c, mask=in_k[:, None] & in_cols,
+                    other=0.0)
+        acc = _dot(w, f, acc, PRECISION)
+    return acc
 
 
 @triton.jit
-def _apply_w_kernel(w_ptr, f_ptr, coef_ptr, out_ptr, C, P, stride_b, stride_c, stride_p,
-                    NM, NP, COEF_STRIDE, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """out_b = coef[2, b] · (w_b F_b), the gradient of sample b.
+def _w_times_f_kernel(g_ptr, a_ptr, f_ptr, dot_ptr, amax_ptr, norms_ptr, grad_sq_ptr, out_ptr,
+                      C, P, stride_b, stride_c, stride_p, NM, NP, NT, T, eps, sigma_floor,
+                      SB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_K: tl.constexpr, BLOCK_T: tl.constexpr, PRECISION: tl.constexpr):
+    """out_b = W_b F_b, the gradient of sample b, W_b formed tile by tile in registers.
 
-    Grid (Bc·NM·NP,), NM = cdiv(C, BLOCK_M), NP = cdiv(P, BLOCK_N): program (b, m, p), p
-    fastest, so programs sharing a row block of w_b and F_b run side by side (L2 reuse).
-    w holds W_b in F's dtype (16-bit operands for 16-bit inputs), accumulated in float32.
+    Grid (B·NM·NP,), NM = cdiv(C, BLOCK_M), NP = cdiv(P, BLOCK_N): program (b, m, p), p
+    fastest, so programs sharing a row block of G_b and F_b run side by side (L2 reuse).
+    Each program computes sample b's coefficients (_sample_coefficients), then walks K over C:
+    the steps left of the diagonal tile row read the mirrored stored tiles transposed, the
+    others the stored tiles (_w_times_f_steps). W is rounded to F's dtype (16-bit operands
+    for 16-bit inputs), the product accumulated in float32 and scaled by σ_b / n_b.
+    BLOCK_M and BLOCK_K divide SB.
 
-    Buffers: w (Bc, C, C) contiguous, F's dtype (from _form_w_kernel); f (Bc, C, P) any
-    strides; coef (3, COEF_STRIDE) float32; out (Bc, C, P) contiguous, F's dtype.
-    Cost: FLOPs 2·Bc·C²·P; bytes read Bc·C²·elt·NP + Bc·C·P·elt·NM (L2; HBM at least
-    Bc·C²·elt + Bc·C·P·elt), written Bc·C·P·elt. Per L2 byte 2·BLOCK_M·BLOCK_N /
-    ((BLOCK_M + BLOCK_N)·elt) FLOPs: 64 at 128 x 128 in 16 bits (it was 43 with float32 W).
+    Buffers: g (B, T, SB, SB) contiguous, the storage dtype; a (C, C) float32 contiguous; f
+    (B, C, P) any strides; dot and amax (B, T) float32 (_cotangent_partials_kernel); norms
+    (B,) float32; grad_sq () float32; out (B, C, P) contiguous, F's dtype.
+    Cost: FLOPs 2·B·C²·P (+ ≈ 3·B·C²·NP forming W); bytes read B·T·SB²·st·NP +
+    4·C²·B·NP + B·C·P·elt·NM (L2; HBM at least B·T·SB²·st + B·C·P·elt), written B·C·P·elt.
     """
     pid = tl.program_id(0)
     b = pid // (NM * NP)
     rest = pid % (NM * NP)
-    rows = (rest // NP) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row0 = (rest // NP) * BLOCK_M
+    rows = row0 + tl.arange(0, BLOCK_M)
     cols = (rest % NP) * BLOCK_N + tl.arange(0, BLOCK_N)
-    ks = tl.arange(0, BLOCK_K)
-    in_rows = (rows < C)[:, None]
     in_cols = (cols < P)[None, :]
-    w_base = w_ptr + b.to(tl.int64) * C * C + rows[:, None] * C
-    f_base = f_ptr + b.to(tl.int64) * stride_b + cols.to(tl.int64)[None, :] * stride_p
+    c_a, c_g, c_out = _sample_coefficients(dot_ptr, amax_ptr, norms_ptr, grad_sq_ptr, b, T, eps,
+                                           sigma_floor, BLOCK_T)
+    tr = row0 // SB
+    g_sample = g_ptr + b.to(tl.int64) * T * (SB * SB)
+    f_cols = f_ptr + b.to(tl.int64) * stride_b + cols.to(tl.int64)[None, :] * stride_p
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, C, BLOCK_K):
-        in_k = (k + ks) < C
-        w = tl.load(w_base + (k + ks)[None, :], mask=in_rows & in_k[None, :], other=0.0)
-        f = tl.load(f_base + (k + ks).to(tl.int64)[:, None] * stride_c,
-                    mask=in_k[:, None] & in_cols, other=0.0)
-        acc = _dot(w, f, acc, PRECISION)
-    out = (acc * tl.load(coef_ptr + 2 * COEF_STRIDE + b)).to(out_ptr.dtype.element_ty)
+    acc = _w_times_f_steps(acc, 0, tr * SB, tr, g_sample, a_ptr, f_cols, rows, c_a, c_g, C, NT,
+                           stride_c, in_cols, SB, BLOCK_K, PRECISION, True)
+    acc = _w_times_f_steps(acc, tr * SB, C, tr, g_sample, a_ptr, f_cols, rows, c_a, c_g, C, NT,
+                           stride_c, in_cols, SB, BLOCK_K, PRECISION, False)
+    out = (acc * c_out).to(out_ptr.dtype.element_ty)
     out_offs = b.to(tl.int64) * C * P + rows.to(tl.int64)[:, None] * P + cols[None, :]
-    tl.store(out_ptr + out_offs, out, mask=in_rows & in_cols)
+    tl.store(out_ptr + out_offs, out, mask=(rows < C)[:, None] & in_cols)
 
 
 # --------------------------------------------------------------------------------------------
 # Launch configuration.
 # --------------------------------------------------------------------------------------------
-
-def _pow2_clamp(n: int, low: int, high: int) -> int:
-    return max(low, min(high, next_power_of_2(max(int(n), 1))))
-
 
 def _least_padding(n: int, low: int, high: int, slack: float = 0.03) -> int:
     """A tile edge along n: the largest power of two in [low, high] (high capped by n's own
@@ -437,98 +530,109 @@ def _k_block(dtype: torch.dtype) -> int:
 
 def _aligned(C: int, strides) -> bool:
     """Whether feats' rows are unit-stride and 16-element aligned and C is a multiple of 16,
-    so that Triton can prove 16-byte alignment of the F loads and of the C x C tiles (scratch,
-    A, S)."""
+    so that Triton can prove 16-byte alignment of the F loads and of the C x C tiles (A, S)."""
     return strides[2] == 1 and strides[1] % 16 == 0 and C % 16 == 0
 
 
-def gram_config(C: int, P: int, dtype: torch.dtype, strides, precision: str) -> Launch:
-    """Tiles of the Gram passes (grid set per pass): BLOCK x BLOCK output tiles, BLOCK_K steps
-    over P, the dot's PRECISION.
+def gram_config(C: int, P: int, dtype: torch.dtype, strides, precision: str,
+                max_block: int) -> Launch:
+    """Tiles of the Gram kernel (grid set by the launcher): SB x SB storage tiles computed as
+    BLOCK x BLOCK sub-tiles (BLOCK divides SB), BLOCK_K steps over P, the dot's PRECISION.
 
+    SB is storage_block's (C alone decides the stored layout). BLOCK = SB where feats are
+    aligned (see _aligned); unaligned feats or C (element-wise addresses, one register each)
+    compute 64 x 64 sub-tiles, 32 x 32 with IEEE dots: larger, the Gram kernel spilled (IEEE
+    float32 P=49 at 128: 255 registers and 24-44 bytes, at 64: 28 bytes on sm_90a, 4 on
+    sm_80; bfloat16 channels-last C=200 at 128: 72 bytes). Sub-tiles below the diagonal of a
+    diagonal storage tile are then computed too (the fallback layouts only).
     BLOCK_K is the widest step that pads P by at most 3% (_least_padding: 32 at P = 784, not
-    64, which pads to 832: 6% more MMA work; PREDICTION). strides: feats' strides. IEEE
-    float32 dots (no tensor cores: the products are FMAs whose operands sit in registers) and
-    float32 rows that are not 16-aligned take at most 16: at 32 the Gram kernels spilled on
-    sm_90a (IEEE: 255 registers, 36 bytes of spill stores).
-    Unaligned feats or C (see _aligned: element-wise addresses, one register each) get 64 x 64
-    tiles, 32 x 32 with IEEE dots: larger, the Gram and form-W kernels spill (IEEE float32
-    P=49 at 128: 255 registers and 24-44 bytes, at 64: 28 bytes on sm_90a, 4 on sm_80;
-    bfloat16 channels-last C=200 at 128: 72 bytes). Tiles of 128 and unaligned tiles take 8
-    warps, others 4 (with its mirrored store, the tf32 Gram kernel on unaligned 64 x 64 tiles
-    spills 8 bytes on sm_80 at 4 warps).
+    64, which pads to 832: 6% more MMA work; PREDICTION). IEEE float32 dots (no tensor cores:
+    the products are FMAs whose operands sit in registers) and float32 rows that are not
+    16-aligned take at most 16: at 32 the Gram kernel spilled on sm_90a (IEEE: 255 registers,
+    36 bytes of spill stores). Tiles of 128 and unaligned tiles take 8 warps, others 4.
     """
     aligned = _aligned(C, strides)
     ieee = precision == "ieee"
-    block = _pow2_clamp(C, 16, MAX_BLOCK if aligned else min(MAX_BLOCK, 32 if ieee else 64))
+    store = _pow2_clamp(C, 16, max_block)
+    block = store if aligned else min(store, 32 if ieee else 64)
     k_block = 16 if dtype == torch.float32 and (ieee or not aligned) else _k_block(dtype)
-    block_k = _least_padding(P, 16, min(MAX_BLOCK, k_block))
-    return Launch((), dict(BLOCK=block, BLOCK_K=block_k, PRECISION=precision),
+    block_k = _least_padding(P, 16, min(max_block, k_block))
+    return Launch((), dict(SB=store, BLOCK=block, BLOCK_K=block_k, PRECISION=precision),
                   num_warps=8 if block >= 128 or not aligned else 4, num_stages=3)
 
 
+def apply_config(C: int, P: int, dtype: torch.dtype, strides, precision: str,
+                 max_block: int) -> Launch:
+    """Tiles of the W·F kernel (grid set by the launcher): BLOCK_M rows of C, BLOCK_N columns
+    of P, BLOCK_K of C, the dot's PRECISION; SB, the storage tile (BLOCK_M and BLOCK_K are
+    powers of two no larger than SB, so they divide it).
 
-
-def apply_config(C: int, P: int, dtype: torch.dtype, strides, precision: str) -> Launch:
-    """Tiles of the W F product (grid set by the launcher): BLOCK_M rows of C, BLOCK_N columns
-    of P, BLOCK_K of C, the dot's PRECISION.
-
-    W is in feats' dtype, so BLOCK_K is the dtype's K tile (128 bytes of each row per step).
-    BLOCK_N keeps P's padding (784 to 896 at 128): at 64 it would be 832, but every program
-    re-reads its BLOCK_M x C rows of W from L2, so halving BLOCK_N doubles that traffic
-    (PREDICTION: at 128 x 128, 64 FLOP per L2 byte in 16 bits). Unaligned feats or C (see
-    _aligned) get 64 x 64 output tiles and BLOCK_K 32: at 128 the IEEE float32 channels-last
-    product spills (255 registers, 24 bytes), and the bfloat16 one takes 255 registers at
-    BLOCK_K 64; IEEE dots take 8 warps as in gram_config (at 4 the channels-last product
-    spills 12 bytes on sm_80).
+    W is rounded to feats' dtype, so BLOCK_K is the dtype's K tile (128 bytes of each row per
+    step). BLOCK_N keeps P's padding (784 to 896 at 128): at 64 it would be 832, but every
+    program re-reads its BLOCK_M x C rows of G (and of A) from L2, so halving BLOCK_N doubles
+    that traffic. Unaligned feats or C (see _aligned) get 64 x 64 output tiles and BLOCK_K 32
+    (at 128 the IEEE float32 channels-last product spilled); IEEE dots take 8 warps and
+    BLOCK_K 16: with the float32 A and G tiles W is formed from, 128 x 128 at BLOCK_K 32
+    spilled (sm_90a, Triton 3.9: 255 registers, 32 bytes of spill stores).
     """
-    top = MAX_BLOCK if _aligned(C, strides) else min(MAX_BLOCK, 64)
+    top = max_block if _aligned(C, strides) else min(max_block, 64)
     block_m = _pow2_clamp(C, 16, top)
     block_n = _pow2_clamp(P, 16, top)
-    block_k = _pow2_clamp(C, 16, min(top, _k_block(dtype) if top == MAX_BLOCK else 32))
-    return Launch((), dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                           PRECISION=precision),
+    k_block = 16 if precision == "ieee" else _k_block(dtype) if top == max_block else 32
+    block_k = _pow2_clamp(C, 16, min(top, k_block))
+    return Launch((), dict(SB=_pow2_clamp(C, 16, max_block), BLOCK_M=block_m, BLOCK_N=block_n,
+                           BLOCK_K=block_k, PRECISION=precision),
                   num_warps=8 if block_m * block_n >= 128 * 128 or precision == "ieee" else 4,
                   num_stages=3)
 
 
-def _partials_launch(tiles: int) -> Launch:
-    """Tiles of the kernels that sum the (B, T) per-tile partials (grid set by the launcher):
-    BLOCK_B samples x BLOCK_T partials per step, 2048 elements over 4 warps (at 256 x 32 the
-    norms kernel spills 584 bytes on sm_90a)."""
-    return Launch((), dict(BLOCK_B=64, BLOCK_T=_pow2_clamp(tiles, 1, 32)), num_warps=4)
+class _Plan(NamedTuple):
+    """The launch configuration of one (C, P, dtype, strides, precision, MAX_BLOCK), grids
+    without the batch: multiply by B (see the launchers)."""
+    nt: int                  # tile rows of the Gram
+    tiles: int               # T, upper tiles per sample
+    entries: int             # E = T·SB², packed entries per sample
+    gram: Launch             # _gram_packed_kernel, grid B·gram_partials
+    gram_partials: int       # TP = T·(SB/BLOCK)², Gram programs (and norm partials) per sample
+    normalised_sum: Launch   # _normalised_sum_kernel, grid (sum_blocks, splits)
+    sum_blocks: int
+    finish: Launch           # _finish_sums_kernel, grid set
+    cotangent: Launch        # _cotangent_partials_kernel, grid B·tiles
+    apply: Launch            # _w_times_f_kernel, grid B·nm·npb
+    nm: int
+    npb: int
 
 
-def _tile_counts(C: int, block: int) -> Tuple[int, int]:
-    nt = cdiv(C, block)
-    return nt, nt * (nt + 1) // 2
+@functools.lru_cache(maxsize=None)
+def _plan(C: int, P: int, dtype: torch.dtype, strides: tuple, precision: str,
+          max_block: int) -> _Plan:
+    gram = gram_config(C, P, dtype, strides, precision, max_block)
+    store = gram.constexprs["SB"]
+    nt, tiles = _tile_counts(C, store)
+    partials = tiles * (store // gram.constexprs["BLOCK"]) ** 2
+    entries = tiles * store * store
+    rows = min(store, _TILE_ELEMENTS // store)
+    apply = apply_config(C, P, dtype, strides, precision, max_block)
+    apply = apply.with_constexprs(BLOCK_T=_pow2_clamp(tiles, 1, 32))
+    return _Plan(
+        nt, tiles, entries, gram, partials,
+        Launch((), dict(BLOCK_E=_SUM_BLOCK, STEP=_SUM_STEP, BLOCK_T=_pow2_clamp(partials, 1, 32)),
+               num_warps=4),
+        cdiv(entries, _SUM_BLOCK),
+        Launch((tiles * (store // rows),), dict(SB=store, ROWS=rows), num_warps=4),
+        Launch((), dict(SB=store, ROWS=rows), num_warps=4),
+        apply, cdiv(C, apply.constexprs["BLOCK_M"]), cdiv(P, apply.constexprs["BLOCK_N"]))
 
 
-def _sum_splits(samples: int, C: int, device: torch.device) -> Tuple[Launch, int]:
-    """(launch, splits) of the normalised sum over a chunk of `samples`: the grid is the
-    C² entries in blocks of _SUM_BLOCK times as many batch splits as fill one wave of
-    resident programs (_common.resident_grid, _SUM_PROGRAMS_PER_SM); every chunk of a batch
-    takes the same number of splits (a short last chunk may leave some empty: they write
-    zeros). PREDICTION (H200, 132 SMs, C = 512: 256 entry blocks): 2 splits, 512 programs of
-    the 528 resident slots, each reading half a chunk's Grams for its block.
+def _sum_splits(samples: int, blocks: int, device: torch.device) -> int:
+    """Batch splits of the normalised sum over `samples`, whose packed entries make `blocks`
+    blocks: as many as fill one wave of resident programs (_common.resident_grid,
+    _SUM_PROGRAMS_PER_SM) with blocks x splits programs. PREDICTION (H200, 132 SMs, C = 512:
+    160 entry blocks): 3 splits, 480 programs of the 528 resident slots.
     """
-    blocks = cdiv(C * C, _SUM_BLOCK)
     programs = resident_grid(device, _SUM_PROGRAMS_PER_SM, _INTERPRETER_PROGRAMS,
                              samples * blocks)
-    splits = max(1, min(samples, programs // blocks))
-    return Launch((blocks, splits), dict(BLOCK_E=_SUM_BLOCK, STEP=_SUM_STEP), num_warps=4), splits
-
-
-def batch_chunk(B: int, C: int) -> int:
-    """Samples per chunk of the batch (at least one): the chunk's float32 Gram scratch,
-    4·C² bytes per sample for every input dtype, fits MAX_SCRATCH_BYTES."""
-    return max(1, min(B, MAX_SCRATCH_BYTES // max(4 * C * C, 1)))
-
-
-def keeps_grams(B: int, C: int) -> bool:
-    """Whether diversity_sums_forward returns every Gram (the whole batch in one chunk) for the
-    backward to reuse, rather than an empty (0, C, C) tensor."""
-    return batch_chunk(B, C) >= B
+    return max(1, min(samples, programs // blocks))
 
 
 def _check_feats(feats: torch.Tensor) -> None:
@@ -545,48 +649,39 @@ def _check_feats(feats: torch.Tensor) -> None:
 @on_input_device
 def diversity_sums_forward(feats: torch.Tensor, eps: float
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(S, sq, norms, grams) of a (B, C, P) batch; see the module docstring. All float32,
-    contiguous; grams is (B, C, C), every G_i, when keeps_grams(B, C), else (0, C, C).
+    """(S, sq, norms, grams) of a (B, C, P) batch; see the module docstring. S (C, C), sq ()
+    and norms (B,) float32; grams the packed upper Gram tiles, gram_storage_shape(B, C, dtype)
+    in gram_storage_dtype(dtype), for the backward. All contiguous.
 
     ``eps`` is the floor on ‖G_i‖_F (the caller's, so kernel and reference share one value).
 
     Matches :func:`fastobj.functional.diversity_sums_ref`. feats may have any strides.
     Cost: one symmetric Gram pass, ≈ B·C²·P·(1 + 1/nt) FLOPs; HBM traffic
-    ≈ B·C·P·elt + 8·B·C² (the Grams written and read back once).
+    ≈ B·C·P·elt + 2·B·T·SB²·st (the packed Grams written and read back once). Three launches.
     """
     _check_feats(feats)
     B, C, P = feats.shape
     f32 = dict(dtype=torch.float32, device=feats.device)
+    grams = torch.empty(gram_storage_shape(B, C, feats.dtype),
+                        dtype=gram_storage_dtype(feats.dtype), device=feats.device)
     if B == 0 or C == 0:
         return (torch.zeros((C, C), **f32), torch.zeros((), **f32), torch.zeros((B,), **f32),
-                torch.zeros((B, C, C), **f32))
-    gram = gram_config(C, P, feats.dtype, feats.stride(), _dot_precision(feats))
-    nt, tiles = _tile_counts(C, gram.constexprs["BLOCK"])
-    partials = _partials_launch(tiles).on((1,))
-    chunk = batch_chunk(B, C)
-    chunks = cdiv(B, chunk)
-    normalised_sum, splits = _sum_splits(chunk, C, feats.device)
-
-    grams = torch.empty((chunk, C, C), **f32)
-    part = torch.empty((chunk, tiles), **f32)
+                grams)
+    plan = _plan(C, P, feats.dtype, feats.stride(), _dot_precision(feats), MAX_BLOCK)
+    splits = _sum_splits(B, plan.sum_blocks, feats.device)
+    part = torch.empty((B, plan.gram_partials), **f32)
     norms = torch.empty((B,), **f32)
+    spart = torch.empty((splits, plan.entries), **f32)
+    sqpart = torch.empty((splits,), **f32)
     sums = torch.empty((C, C), **f32)
     sq = torch.empty((), **f32)
-    sq_part = sq.view(1) if chunks == 1 else torch.empty((chunks,), **f32)
-    spart = sums if chunks * splits == 1 else torch.empty((chunks * splits, C, C), **f32)
-    for k, b0 in enumerate(range(0, B, chunk)):
-        n = min(chunk, B - b0)
-        f = feats[b0:b0 + n]
-        gram.on((n * tiles,))(_gram_tiles_kernel, f, grams, part, C, P, *f.stride(), nt, tiles)
-        partials(_norms_and_sq_kernel, part, norms[b0:], sq_part[k:], n, tiles, eps)
-        rows = spart.view(-1)[k * splits * C * C:]  # this chunk's splits
-        normalised_sum(_normalised_sum_kernel, grams, norms[b0:], rows, n, C * C,
-                       cdiv(n, splits), eps)
-    if chunks * splits > 1:
-        sum_rows(spart.view(1, chunks * splits, C * C), sums)
-    if chunks > 1:
-        sum_rows(sq_part.view(1, chunks, 1), sq)
-    return sums, sq, norms, grams if chunks == 1 else grams[:0]
+    plan.gram.on((B * plan.gram_partials,))(_gram_packed_kernel, feats, grams, part, C, P,
+                                             *feats.stride(), plan.nt, plan.tiles)
+    plan.normalised_sum.on((plan.sum_blocks, splits))(
+        _normalised_sum_kernel, grams, part, norms, sqpart, spart, B, plan.entries,
+        plan.gram_partials, cdiv(B, splits), eps)
+    plan.finish(_finish_sums_kernel, spart, sqpart, sums, sq, C, plan.nt, splits, plan.entries)
+    return sums, sq, norms, grams
 
 
 @on_input_device
@@ -595,61 +690,34 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grams: tor
                             ) -> torch.Tensor:
     """Vector-Jacobian product of (S, sq) w.r.t. feats for cotangents (grad_S, grad_sq).
 
-    feats (B, C, P) any strides; norms (B,) and grams as returned by the forward (grams
-    (B, C, C) is read, not recomputed; (0, C, C) has the backward recompute them chunk by
-    chunk); grad_S (C, C), any (not necessarily symmetric); grad_sq 0-dim. Returns a contiguous
-    (B, C, P) tensor in feats' dtype. Cost: the W·F product, 2·B·C²·P FLOPs, plus
-    B·C²·P·(1 + 1/nt) without the forward's Grams; HBM ≈ 4·B·C²·(1 + 1/nt) (G read twice,
-    upper tiles) + 2·B·C²·elt (W) + 3·B·C·P·elt bytes. Memory: the W buffer, min(B, chunk)·C²
-    elements of feats' dtype, and without the forward's Grams a float32 (chunk, C, C) scratch
-    (see batch_chunk).
+    feats (B, C, P) any strides; norms (B,) float32 and grams (the packed Grams) as returned
+    by the forward; grad_S (C, C), any (not necessarily symmetric); grad_sq 0-dim. Returns a
+    contiguous (B, C, P) tensor in feats' dtype. Two launches. Cost: the W·F product,
+    2·B·C²·P FLOPs; HBM ≈ 2·B·T·SB²·st (the packed Grams read twice) + 3·B·C·P·elt bytes
+    (F read twice, once by the kernels' L2 count, and the gradient written: see the module
+    docstring). Memory: two (B, T) float32 partials; no C x C buffer per sample.
     """
     _check_feats(feats)
     B, C, P = feats.shape
-    if grams.shape not in ((B, C, C), (0, C, C)) or grams.dtype != torch.float32:
-        raise ValueError(f"grams must be float32 of shape {(B, C, C)} or {(0, C, C)} "
+    shape, dtype = gram_storage_shape(B, C, feats.dtype), gram_storage_dtype(feats.dtype)
+    if tuple(grams.shape) != shape or grams.dtype != dtype or not grams.is_contiguous():
+        raise ValueError(f"grams must be contiguous {dtype} of shape {shape} "
                          f"(diversity_sums_forward's), got {grams.dtype} {tuple(grams.shape)}")
     grad = torch.empty((B, C, P), dtype=feats.dtype, device=feats.device)
     if grad.numel() == 0:
         return grad
     f32 = dict(dtype=torch.float32, device=feats.device)
+    plan = _plan(C, P, feats.dtype, feats.stride(), _dot_precision(feats), MAX_BLOCK)
     grad_S = grad_S.to(torch.float32)
     a_sym = (grad_S + grad_S.mT).contiguous()  # A = Γ + Γᵀ
-    a_max = a_sym.abs().amax()
-    grad_sq = grad_sq.to(torch.float32).reshape(())
-    norms = norms.to(torch.float32).contiguous()
-    precision = _dot_precision(feats)
-
-    gram = gram_config(C, P, feats.dtype, feats.stride(), precision)
-    block = gram.constexprs["BLOCK"]
-    nt, tiles = _tile_counts(C, block)
-    rows = max(1, min(block, _PARTIAL_ELEMENTS // block))
-    cotangent = Launch((), dict(BLOCK=block, ROWS=rows), num_warps=4)
-    coefficients = _partials_launch(tiles)
-    form_w = Launch((), dict(BLOCK=block), num_warps=gram.num_warps)
-    apply = apply_config(C, P, feats.dtype, feats.stride(), precision)
-    nm = cdiv(C, apply.constexprs["BLOCK_M"])
-    npb = cdiv(P, apply.constexprs["BLOCK_N"])
-
-    kept = grams.shape[0] == B
-    chunk = B if kept else batch_chunk(B, C)
-    g_buf = grams.contiguous() if kept else torch.empty((chunk, C, C), **f32)
-    w_buf = torch.empty((chunk, C, C), dtype=feats.dtype, device=feats.device)
-    part = torch.empty((chunk, tiles), **f32)
-    coef = torch.empty((3, chunk), **f32)
-    for b0 in range(0, B, chunk):
-        n = min(chunk, B - b0)
-        f = feats[b0:b0 + n]
-        if not kept:  # the chunk's Grams (their norm partials are overwritten below)
-            gram.on((n * tiles,))(_gram_tiles_kernel, f, g_buf, part, C, P, *f.stride(), nt,
-                                  tiles)
-        cotangent.on((n * tiles,))(_cotangent_partials_kernel, g_buf, a_sym, part, C, nt, tiles)
-        coefficients.on((cdiv(n, coefficients.constexprs["BLOCK_B"]),))(
-            _sample_coefficients_kernel, part, norms[b0:b0 + n], a_max, grad_sq, coef, n,
-            tiles, chunk, eps, _SIGMA_FLOOR)
-        form_w.on((n * tiles,))(_form_w_kernel, g_buf, a_sym, coef, w_buf, C, nt, tiles, chunk)
-        apply.on((n * nm * npb,))(_apply_w_kernel, w_buf, f, coef, grad[b0:b0 + n], C, P,
-                                  *f.stride(), nm, npb, chunk)
+    dot = torch.empty((B, plan.tiles), **f32)
+    amax = torch.empty((B, plan.tiles), **f32)
+    plan.cotangent.on((B * plan.tiles,))(_cotangent_partials_kernel, grams, a_sym, dot, amax,
+                                         C, plan.nt, plan.tiles)
+    plan.apply.on((B * plan.nm * plan.npb,))(
+        _w_times_f_kernel, grams, a_sym, feats, dot, amax, norms.to(torch.float32),
+        grad_sq.to(torch.float32), grad, C, P, *feats.stride(), plan.nm, plan.npb, plan.nt,
+        plan.tiles, eps, _SIGMA_FLOOR)
     return grad
 
 # --------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_rehearsal_runs_every_phase(tmp_path):
                      r"triton-interpreter", summary, re.M), summary
     profile = (out / "profile.txt").read_text()
     assert "tensor-core instructions {'HMMA'" in profile, profile
-    assert "_apply_w_kernel" in profile and "eager" in profile
+    assert "_w_times_f_kernel" in profile and "eager" in profile
 
 
 def test_bench_writes_its_table_on_sigterm(tmp_path):

@@ -63,7 +63,8 @@ def _launcher_calls():
             acts, vec, torch.randn(3, 11), 2.0, 1e-8, False, True)),
         ("diversity_sums_forward", lambda: kd.diversity_sums_forward(feats, 1e-12)),
         ("diversity_sums_backward", lambda: kd.diversity_sums_backward(
-            feats, norms, torch.zeros(0, 7, 7), torch.randn(7, 7), torch.tensor(0.5), 1e-12)),
+            feats, norms, torch.zeros(kd.gram_storage_shape(3, 7, feats.dtype)), torch.randn(7, 7),
+            torch.tensor(0.5), 1e-12)),
     ]
 
 

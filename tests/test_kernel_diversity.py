@@ -9,11 +9,15 @@ Tolerances, relative to the largest magnitude of the expected tensor:
 * float32 under torch.set_float32_matmul_precision("highest") (IEEE dots): 1e-5. The kernels
   accumulate in float32 over P and over the batch; rounding stays near 1e-6 at these sizes.
 * float32 with tf32 dots (GPU only): 5e-3, tf32 keeps 10 bits of mantissa.
-* float16 / bfloat16: 1e-2. Products are exact and accumulate in float32, but W_i (backward)
-  and the gradient are rounded to the 16-bit dtype (bfloat16 keeps 8 bits: 4e-3 per rounding).
+* float16 / bfloat16: 1e-2. Products are exact and accumulate in float32, but the stored Gram
+  tiles (bfloat16 for both), W_i (backward) and the gradient are rounded to 16 bits (bfloat16
+  keeps 8 bits: 2⁻⁸ ≈ 4e-3 per rounding to nearest; Triton's interpreter truncates its float32
+  to bfloat16 conversions, 2⁻⁷ ≈ 8e-3, which the bound on S, u·max|S|, still keeps inside 1e-2:
+  see kernels/diversity.py).
 
 The interpreter is slow, so sizes are small; MAX_BLOCK is lowered to 16 in the cases that must
-cover several tiles (upper-triangle enumeration, mirrored tiles, off-diagonal weights).
+cover several tiles (upper-triangle enumeration, mirrored tiles read transposed, off-diagonal
+weights).
 """
 import pytest
 import torch
@@ -76,42 +80,53 @@ def cotangents(C, device):
     return grad_S, grad_sq
 
 
+def unpack(grams, C):
+    """The (B, C, C) Grams from the packed (B, T, SB, SB) upper tiles (row-major over the upper
+    triangle), each off-diagonal tile also placed at its mirror."""
+    B, T, SB, _ = grams.shape
+    nt = -(-C // SB)
+    full = torch.zeros((B, nt * SB, nt * SB), dtype=torch.float64, device=grams.device)
+    t = 0
+    for tm in range(nt):
+        for tn in range(tm, nt):
+            tile = grams[:, t].to(torch.float64)
+            full[:, tm * SB:(tm + 1) * SB, tn * SB:(tn + 1) * SB] = tile
+            full[:, tn * SB:(tn + 1) * SB, tm * SB:(tm + 1) * SB] = tile.mT
+            t += 1
+    assert t == T
+    assert (full[:, C:] == 0).all() and (full[:, :, C:] == 0).all()  # padding stored as zeros
+    return full[:, :C, :C]
+
+
 def check_forward(feats, rtol):
-    """The kernel's (S, sq, norms) against the reference's, and grams: every G_i when the
-    batch fits the scratch (else empty). Returns the forward's outputs."""
+    """The kernel's (S, sq, norms) against the reference's, and grams: every sample's packed
+    upper Gram tiles in the storage dtype. Returns the forward's outputs."""
     S, sq, norms, grams = kd.diversity_sums_forward(feats, EPS)
     S_ref, sq_ref, norms_ref = reference_sums(feats)
     B, C, _ = feats.shape
     assert S.shape == (C, C) and sq.shape == () and norms.shape == (B,)
-    assert grams.shape == ((B if kd.keeps_grams(B, C) else 0), C, C)
-    assert S.dtype == sq.dtype == norms.dtype == grams.dtype == torch.float32
+    assert grams.shape == kd.gram_storage_shape(B, C, feats.dtype)
+    assert grams.dtype == kd.gram_storage_dtype(feats.dtype) and grams.is_contiguous()
+    assert S.dtype == sq.dtype == norms.dtype == torch.float32
     assert S.is_contiguous() and S.device == feats.device
     assert_close(S, S_ref, rtol, "S")
     assert_close(sq, sq_ref, rtol, "sq")
     assert_close(norms, norms_ref, rtol, "norms")
     if grams.numel():
         f = feats.detach().to(torch.float64)
-        assert_close(grams, f @ f.mT, rtol, "grams")
+        assert_close(unpack(grams, C), f @ f.mT, rtol, "grams")
     return S, sq, norms, grams
 
 
 def check_backward(feats, rtol, forward=None):
-    """The kernel's VJP against the reference's. Without `forward` (the kernel forward's
-    outputs) the norms are the reference's, rounded to float32, and the backward recomputes
-    the Grams, which keeps the forward out of the interpreter's time; with it, the backward
-    runs on the forward's Grams and again recomputing them, and both give the same bits."""
+    """The kernel's VJP against the reference's, on the Grams and norms of the kernel's
+    forward (`forward`, its outputs, or run here)."""
     grad_S, grad_sq = cotangents(feats.shape[1], feats.device)
     if forward is None:
-        norms = reference_sums(feats)[2].to(torch.float32)
-        grams = torch.zeros((0, feats.shape[1], feats.shape[1]), device=feats.device)
-    else:
-        norms, grams = forward[2], forward[3]
-    grad = kd.diversity_sums_backward(feats, norms, grams, grad_S, grad_sq, EPS)
+        forward = kd.diversity_sums_forward(feats, EPS)
+    grad = kd.diversity_sums_backward(feats, forward[2], forward[3], grad_S, grad_sq, EPS)
     assert grad.shape == feats.shape and grad.dtype == feats.dtype
     assert_close(grad, reference_vjp(feats, grad_S, grad_sq), rtol, "grad")
-    if forward is not None and grams.numel():
-        recomputed = kd.diversity_sums_backward(feats, norms, grams[:0], grad_S, grad_sq, EPS)
-        assert torch.equal(grad, recomputed)
     return grad
 
 
@@ -129,10 +144,24 @@ def test_backward_odd_sizes(shape):
     check_backward(torch.randn(shape), TOL[torch.float32])
 
 
-def test_several_tiles(small_tiles):
-    """C = 33 over 16 x 16 tiles: 3 tile rows, 6 upper tiles, mirrored off-diagonal tiles;
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_several_tiles(dtype, small_tiles):
+    """C = 33 over 16 x 16 tiles: 3 tile rows, 6 upper tiles, stored once; the W·F kernel's
+    row blocks 1 and 2 read the tiles left of the diagonal from their mirrors, transposed.
     B = 3 gives several batch splits in the forward's normalised sum."""
-    feats = torch.randn(3, 33, 37)
+    feats = torch.randn(3, 33, 37).to(dtype)
+    assert kd.gram_storage_shape(3, 33, dtype) == (3, 6, 16, 16)
+    check_backward(feats, TOL[dtype], check_forward(feats, TOL[dtype]))
+
+
+def test_sub_tiles_of_the_storage_tiles():
+    """Channels-last float32 with IEEE dots computes 32 x 32 sub-tiles of the 64 x 64 storage
+    tiles (C = 40): the diagonal tile's four sub-tiles and their norm partials, and W·F
+    reading a storage tile that the Gram kernel wrote in pieces."""
+    x = torch.randn(2, 40, 3, 5).to(memory_format=torch.channels_last)
+    feats = x.flatten(2)
+    gram = kd.gram_config(40, 15, feats.dtype, feats.stride(), "ieee", kd.MAX_BLOCK)
+    assert gram.constexprs["SB"] == 64 and gram.constexprs["BLOCK"] == 32
     check_backward(feats, TOL[torch.float32], check_forward(feats, TOL[torch.float32]))
 
 
@@ -141,29 +170,9 @@ def test_single_split_mixed_scales(small_tiles, monkeypatch):
     to eps) and 1e-12 in a row."""
     monkeypatch.setattr(kd, "_INTERPRETER_PROGRAMS", 1)
     monkeypatch.delenv(SM_COUNT_ENV, raising=False)
-    assert kd._sum_splits(4, 20, torch.device("cpu"))[1] == 1
+    assert kd._sum_splits(4, 1, torch.device("cpu")) == 1
     scales = torch.tensor([1e3, 0.0, 1e-3, 1.0])[:, None, None]
     check_forward(torch.randn(4, 20, 20) * scales, TOL[torch.float32])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_batch_chunks(dtype, small_tiles, monkeypatch):
-    """A scratch budget of two samples: the forward runs in chunks of 2 and 1 and returns no
-    Grams; the backward recomputes them chunk by chunk and gives the bits of the backward on
-    the whole batch's Grams."""
-    B, C = 3, 20
-    feats = torch.randn(B, C, 20).to(dtype)
-    whole = kd.diversity_sums_forward(feats, EPS)
-    grad_S, grad_sq = cotangents(C, feats.device)
-    grad = kd.diversity_sums_backward(feats, whole[2], whole[3], grad_S, grad_sq, EPS)
-    monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", 2 * C * C * 4)
-    assert kd.batch_chunk(B, C) == 2 and not kd.keeps_grams(B, C)
-    chunked = check_forward(feats, TOL[dtype])
-    assert chunked[3].shape == (0, C, C)
-    assert torch.equal(chunked[2], whole[2])  # per-sample norms: the same partials
-    assert_close(chunked[0], whole[0], 1e-6, "S in chunks")
-    assert torch.equal(
-        kd.diversity_sums_backward(feats, whole[2], chunked[3], grad_S, grad_sq, EPS), grad)
 
 
 class _AllocationSpy:
@@ -189,25 +198,28 @@ class _AllocationSpy:
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("given_grams", [True, False])
-def test_backward_buffers(dtype, given_grams, small_tiles, monkeypatch):
-    """The backward's only C x C-per-sample buffers: W in feats' dtype, and a float32 Gram
-    scratch only when it recomputes the Grams (chunks of 2 here). P < C, so the (B, C, P)
-    gradient is smaller than one sample's W times B."""
+def test_backward_buffers(dtype, small_tiles, monkeypatch):
+    """The backward allocates no C x C buffer per sample (W is formed in registers): besides
+    the gradient, only (B, T) partials. P < C, so the (B, C, P) gradient is smaller than B
+    samples' C x C."""
     B, C, P = 3, 20, 12
     feats = torch.randn(B, C, P).to(dtype)
     forward = kd.diversity_sums_forward(feats, EPS)
-    if not given_grams:
-        monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", 2 * C * C * 4)
-    chunk = B if given_grams else 2
     spy = _AllocationSpy(torch)
     monkeypatch.setattr(kd, "torch", spy)
-    grams = forward[3] if given_grams else forward[3][:0]
     grad_S, grad_sq = cotangents(C, feats.device)
-    kd.diversity_sums_backward(feats, forward[2], grams, grad_S, grad_sq, EPS)
-    large = [(tuple(t.shape), t.dtype) for t in spy.tensors if t.numel() >= chunk * C * C]
-    expected = [] if given_grams else [((chunk, C, C), torch.float32)]
-    assert large == expected + [((chunk, C, C), dtype)]
+    grad = kd.diversity_sums_backward(feats, forward[2], forward[3], grad_S, grad_sq, EPS)
+    shapes = [(tuple(t.shape), t.dtype) for t in spy.tensors]
+    assert shapes == [((B, C, P), dtype), ((B, 3), torch.float32), ((B, 3), torch.float32)]
+    assert grad is spy.tensors[0]
+
+
+def test_backward_rejects_other_grams():
+    feats = torch.randn(2, 5, 7)
+    S, sq, norms, grams = kd.diversity_sums_forward(feats, EPS)
+    for bad in (grams[:1], grams.to(torch.bfloat16), torch.zeros(2, 5, 5)):
+        with pytest.raises(ValueError, match="grams"):
+            kd.diversity_sums_backward(feats, norms, bad, torch.randn(5, 5), sq, EPS)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -217,7 +229,8 @@ def test_16bit(dtype, small_tiles):
 
 
 def test_16bit_large_activations_float16():
-    """Gram norms near 1e5, so W_i ~ 1e-5 (float16 subnormal) unless scaled, as it is."""
+    """Gram norms near 1e5, so W_i ~ 1e-5 (float16 subnormal) unless scaled, as it is; Gram
+    entries near 1e5 overflow float16, not the bfloat16 storage."""
     feats = (30 * torch.randn(3, 19, 37)).to(torch.float16)
     check_backward(feats, TOL[torch.float16])
 
@@ -275,17 +288,36 @@ def test_deterministic(small_tiles):
         assert torch.equal(a, b)
     grad_S, grad_sq = cotangents(20, feats.device)
     g1 = kd.diversity_sums_backward(feats, first[2], first[3], grad_S, grad_sq, EPS)
-    g2 = kd.diversity_sums_backward(feats, first[2], first[3], grad_S, grad_sq, EPS)
+    g2 = kd.diversity_sums_backward(feats, second[2], second[3], grad_S, grad_sq, EPS)
     assert torch.equal(g1, g2)
 
 
 def test_empty_batch():
     S, sq, norms, grams = kd.diversity_sums_forward(torch.randn(0, 5, 7), EPS)
     assert S.shape == (5, 5) and (S == 0).all() and sq == 0 and norms.shape == (0,)
-    assert grams.shape == (0, 5, 5)
+    assert grams.shape == (0, 1, 16, 16)
     grad = kd.diversity_sums_backward(torch.randn(0, 5, 7), norms, grams, torch.randn(5, 5),
                                       torch.tensor(1.0), EPS)
     assert grad.shape == (0, 5, 7)
+
+
+def test_no_channels():
+    feats = torch.randn(2, 0, 7)
+    S, sq, norms, grams = kd.diversity_sums_forward(feats, EPS)
+    assert S.shape == (0, 0) and sq == 0 and (norms == 0).all() and grams.shape[:2] == (2, 0)
+    grad = kd.diversity_sums_backward(feats, norms, grams, torch.randn(0, 0), sq, EPS)
+    assert grad.shape == (2, 0, 7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B, C", [(1, 1), (3, 16), (2, 33), (4, 130), (5, 600)])
+def test_storage_shape(B, C, dtype):
+    """(B, T, SB, SB): SB = C's power of two in [16, 128], T = nt(nt+1)/2 upper tiles."""
+    nt = -(-C // min(128, max(16, 1 << (C - 1).bit_length())))
+    block = min(128, max(16, 1 << (C - 1).bit_length()))
+    assert kd.gram_storage_shape(B, C, dtype) == (B, nt * (nt + 1) // 2, block, block)
+    assert kd.gram_storage_dtype(dtype) == (torch.float32 if dtype == torch.float32
+                                            else torch.bfloat16)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,28 +345,52 @@ def test_diversity_sums_backward_through_functional(small_tiles):
     assert_close(feats.grad, reference_vjp(feats, grad_S, grad_sq), TOL[torch.float32], "grad")
 
 
-@pytest.mark.parametrize("budget_samples, kept", [(None, True), (2, False)])
-def test_autograd_hands_the_forwards_grams_to_the_backward(budget_samples, kept, small_tiles,
-                                                            monkeypatch):
-    """Through the custom op the backward gets the forward's Grams (no recompute) when the
-    batch fits the scratch budget, and an empty tensor (recompute in chunks) when not."""
+def test_autograd_hands_the_forwards_grams_to_the_backward(small_tiles, monkeypatch):
+    """Through the eager path the backward reads the memory of the forward's packed Grams."""
     B, C = 3, 20
-    if budget_samples is not None:
-        monkeypatch.setattr(kd, "MAX_SCRATCH_BYTES", budget_samples * C * C * 4)
-    seen = []
-    backward = kd.diversity_sums_backward
+    seen = {}
+    forward, backward = kd.diversity_sums_forward, kd.diversity_sums_backward
 
-    def spy(feats, norms, grams, *rest):
-        seen.append(tuple(grams.shape))
+    def forward_spy(*args):
+        out = forward(*args)
+        seen["forward"] = out[3]
+        return out
+
+    def backward_spy(feats, norms, grams, *rest):
+        seen["backward"] = grams
         return backward(feats, norms, grams, *rest)
-    monkeypatch.setattr(kd, "diversity_sums_backward", spy)
+    monkeypatch.setattr(kd, "diversity_sums_forward", forward_spy)
+    monkeypatch.setattr(kd, "diversity_sums_backward", backward_spy)
     feats = torch.randn(B, C, 17, requires_grad=True)
     grad_S, grad_sq = cotangents(C, feats.device)
     with use_backend("triton"):
         sums, sq = fn.diversity_sums(feats)
         torch.autograd.backward([sums, sq], [grad_S, grad_sq])
-    assert seen == [(B if kept else 0, C, C)]
+    assert seen["backward"].data_ptr() == seen["forward"].data_ptr()  # not a copy
     assert_close(feats.grad, reference_vjp(feats, grad_S, grad_sq), TOL[torch.float32], "grad")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+@pytest.mark.parametrize("B, C", [(3, 5), (2, 33), (1, 130)])
+def test_fake_matches_the_kernel(B, C, layout, dtype):
+    """The op's fake implementation gives the kernel's output shapes, dtypes and strides,
+    whatever feats' layout (the packed tiles depend on (B, C) only); the real outputs are
+    checked on a small case of each layout and dtype, the fake on every one."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    x = torch.randn(B, C, 3, 4)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    feats = (x.transpose(2, 3) if layout == "transposed" else x).flatten(2).to(dtype)
+    with FakeTensorMode() as mode:
+        fake = torch.ops.fastobj.diversity_sums(mode.from_tensor(feats))
+    expected = [((C, C), torch.float32), ((), torch.float32), ((B,), torch.float32),
+                (kd.gram_storage_shape(B, C, dtype), kd.gram_storage_dtype(dtype))]
+    assert [(tuple(t.shape), t.dtype) for t in fake] == expected
+    if C < 100:
+        real = torch.ops.fastobj.diversity_sums(feats)
+        assert [(t.shape, t.dtype, t.stride()) for t in real] == \
+            [(t.shape, t.dtype, t.stride()) for t in fake]
 
 
 def test_torch_compile_fullgraph():
