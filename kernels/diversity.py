@@ -617,9 +617,11 @@ def _plan(C: int, P: int, dtype: torch.dtype, strides: tuple, precision: str,
     rows = min(store, _TILE_ELEMENTS // store)
     apply = apply_config(C, P, dtype, strides, precision, max_block)
     apply = apply.with_constexprs(BLOCK_T=_pow2_clamp(tiles, 1, 32))
+    # The normalised sum reads the norm partials 16 at a time: at 32 (T·SUBS² = 160 partials
+    # of a float32 layout with sub-tiles) it spilled 4 bytes on sm_90a under Triton 3.6.
     return _Plan(
         nt, tiles, entries, gram, partials,
-        Launch((), dict(BLOCK_E=_SUM_BLOCK, STEP=_SUM_STEP, BLOCK_T=_pow2_clamp(partials, 1, 32)),
+        Launch((), dict(BLOCK_E=_SUM_BLOCK, STEP=_SUM_STEP, BLOCK_T=_pow2_clamp(partials, 1, 16)),
                num_warps=4),
         cdiv(entries, _SUM_BLOCK),
         Launch((tiles * (store // rows),), dict(SB=store, ROWS=rows), num_warps=4),
