@@ -698,9 +698,9 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grams: tor
     feats (B, C, P) any strides; norms (B,) float32 and grams (the packed Grams) as returned
     by the forward; grad_S (C, C), any (not necessarily symmetric); grad_sq 0-dim. Returns a
     contiguous (B, C, P) tensor in feats' dtype. Two launches. Cost: the W·F product,
-    2·B·C²·P FLOPs; HBM ≈ 2·B·T·SB²·st (the packed Grams read twice) + 3·B·C·P·elt bytes
-    (F read twice, once by the kernels' L2 count, and the gradient written: see the module
-    docstring). Memory: two (B, T) float32 partials; no C x C buffer per sample.
+    2·B·C²·P FLOPs; HBM ≈ 2·B·T·SB²·st (the packed Grams read twice) + 2·B·C·P·elt bytes
+    (F read, the gradient written). Memory: two (B, T) float32 partials; no C x C buffer
+    per sample.
     """
     _check_feats(feats)
     B, C, P = feats.shape

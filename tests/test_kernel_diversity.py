@@ -214,6 +214,28 @@ def test_backward_buffers(dtype, small_tiles, monkeypatch):
     assert grad is spy.tensors[0]
 
 
+def test_launches(monkeypatch):
+    """Three launches forward (Gram tiles, normalised sum, finishing sum), two backward
+    (<A, G> partials, W·F): recorded, not run, on meta tensors at the headline shape."""
+    launched = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launched.append(self.name)
+    for name in [n for n in vars(kd) if n.endswith("_kernel")]:
+        monkeypatch.setattr(kd, name, Recorder(name))
+    feats = torch.empty((1024, 512, 784), dtype=torch.bfloat16, device="meta")
+    _, _, norms, grams = kd.diversity_sums_forward(feats, EPS)
+    assert launched == ["_gram_packed_kernel", "_normalised_sum_kernel", "_finish_sums_kernel"]
+    kd.diversity_sums_backward(feats, norms, grams, torch.ones(512, 512, device="meta"),
+                               torch.ones((), device="meta"), EPS)
+    assert launched[3:] == ["_cotangent_partials_kernel", "_w_times_f_kernel"]
+    assert grams.shape == (1024, 10, 128, 128) and grams.dtype == torch.bfloat16
+
+
 def test_backward_rejects_other_grams():
     feats = torch.randn(2, 5, 7)
     S, sq, norms, grams = kd.diversity_sums_forward(feats, EPS)
