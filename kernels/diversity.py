@@ -26,11 +26,17 @@ same shape from (B, C, dtype) alone, whatever the strides or the matmul precisio
 
 Error bound of bfloat16 storage: bfloat16 keeps 8 significant bits, so rounding to nearest
 (what the GPU's conversion does) puts each stored entry within 2⁻⁸ ≈ 3.9e-3 of |G_i[j, k]|
-(relative; Triton's interpreter truncates instead, within 2⁻⁷). The norms come from the float32
-accumulator, exact as before. Consequences, with u = 2⁻⁸: S[j, k] moves by at most
-u·Σ_i |g_i[j, k]| <= u·(S[j, j] + S[k, k]) / 2 (Cauchy-Schwarz on each G_i), so by at most
-u·max|S|; κ_i by at most u·Σ |A||G_i| / n_i; W_i by at most u·(|κ_i| + κ's error)·|g_i| / n_i
-entrywise: the order of the rounding of W to bfloat16 that the backward does anyway, inside
+(relative; Triton's interpreter truncates instead, within 2⁻⁷). The norms are those of the
+stored Grams Ĝ_i (the rounded tile's squares summed in float32 in the Gram kernel's epilogue),
+within u = 2⁻⁸ of ‖G_i‖: so each stored ĝ_i = Ĝ_i / n̂_i has unit norm, sq agrees with
+Σ‖ĝ_i‖², and forward and backward are those of one function, Diversity of the Ĝ_i. With norms
+from the unrounded accumulator, ‖ĝ_i‖ would differ from 1 by up to u and the backward's
+projection A - κ_i ĝ_i would leave a residue of u·|A| / n_i where the exact gradient
+cancels (C = 1: g_i = 1 and the gradient is 0; the kernel gave 0.04). Consequences: S[j, k]
+moves by at most about u·Σ_i |g_i[j, k]| <= u·(S[j, j] + S[k, k]) / 2 (Cauchy-Schwarz on each
+G_i), so by at most about u·max|S|; W_i by O(u)·(|A| + |κ_i|)/n_i entrywise, since the
+direction of ĝ_i differs from g_i's by O(u): the order of the rounding of W to bfloat16 that
+the backward does anyway when W is not itself the small difference of large terms, inside
 the tests' 16-bit tolerance (1e-2 of the largest magnitude). float32 inputs store float32:
 no added error.
 
@@ -39,8 +45,8 @@ Passes (SB x SB storage tiles; the Gram kernel may compute them as (SB/BLOCK)² 
 forward, 3 launches
   1. ``_gram_packed_kernel``        one program per (sample, upper tile, sub-tile): the sub-tile
                                     of F Fᵀ in float32, stored once, packed, in the storage
-                                    dtype; w·‖sub-tile‖² (w = 2 off the diagonal) from the
-                                    float32 accumulator into the (B, TP) norm partials.
+                                    dtype; w·‖stored sub-tile‖² (w = 2 off the diagonal) into
+                                    the (B, TP) norm partials.
   2. ``_normalised_sum_kernel``     one program per (block of packed entries, split of the
                                     batch): n_b from the partials (fixed order), Σ_b G_b / n_b
                                     over the split; the first entry block also writes norms
@@ -245,8 +251,9 @@ def _gram_packed_kernel(f_ptr, g_ptr, part_ptr, C, P, stride_b, stride_c, stride
     Grid (B·T·SUBS²,), SUBS = SB // BLOCK: program ((b·T + t)·SUBS + i)·SUBS + j computes
     sub-tile (i, j) (BLOCK x BLOCK) of upper tile t (row-major over the upper triangle of the
     NT x NT grid of SB x SB tiles, T = NT(NT+1)/2) of G_b = F_b F_bᵀ in float32, stores it
-    once, rounded to g's dtype, into g[b, t], and writes w·‖sub-tile‖² to part[b, ·], w = 2 off
-    the diagonal (the mirrored tile is not stored) and 1 on it, so Σ part[b, ·] = ‖G_b‖²_F.
+    once, rounded to g's dtype, into g[b, t], and writes w·‖stored sub-tile‖² (summed in
+    float32) to part[b, ·], w = 2 off the diagonal (the mirrored tile is not stored) and 1 on
+    it, so Σ part[b, ·] = ‖Ĝ_b‖²_F, Ĝ_b the stored Gram.
     Diagonal tiles are stored whole (both triangles); with SUBS > 1 their sub-tiles below the
     diagonal are computed too. Entries beyond C are stored as zeros.
 
@@ -267,9 +274,11 @@ def _gram_packed_kernel(f_ptr, g_ptr, part_ptr, C, P, stride_b, stride_c, stride
     rows_n = tn * SB + j * BLOCK + sub
     g = _gram_tile(tl.zeros((BLOCK, BLOCK), dtype=tl.float32), f_ptr + b.to(tl.int64) * stride_b,
                    rows_m, rows_n, C, P, stride_c, stride_p, BLOCK_K, PRECISION)
-    tl.store(part_ptr + pid, tl.where(tm == tn, 1.0, 2.0) * tl.sum(g * g))
+    stored = g.to(g_ptr.dtype.element_ty)
+    rounded = stored.to(tl.float32)  # the norm of what is stored: see the module docstring
+    tl.store(part_ptr + pid, tl.where(tm == tn, 1.0, 2.0) * tl.sum(rounded * rounded))
     offs = (i * BLOCK + sub)[:, None] * SB + (j * BLOCK + sub)[None, :]
-    tl.store(g_ptr + tile.to(tl.int64) * (SB * SB) + offs, g.to(g_ptr.dtype.element_ty))
+    tl.store(g_ptr + tile.to(tl.int64) * (SB * SB) + offs, stored)
 
 
 @triton.jit

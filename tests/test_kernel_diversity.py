@@ -13,7 +13,8 @@ Tolerances, relative to the largest magnitude of the expected tensor:
   tiles (bfloat16 for both), W_i (backward) and the gradient are rounded to 16 bits (bfloat16
   keeps 8 bits: 2⁻⁸ ≈ 4e-3 per rounding to nearest; Triton's interpreter truncates its float32
   to bfloat16 conversions, 2⁻⁷ ≈ 8e-3, which the bound on S, u·max|S|, still keeps inside 1e-2:
-  see kernels/diversity.py).
+  see kernels/diversity.py). The norms are those of the stored bfloat16 Grams, within 2⁻⁸
+  (interpreter 2⁻⁷) of the exact ones.
 
 The interpreter is slow, so sizes are small; MAX_BLOCK is lowered to 16 in the cases that must
 cover several tiles (upper-triangle enumeration, mirrored tiles read transposed, off-diagonal
