@@ -1,25 +1,30 @@
 """Host cost per call of fastobj's kernel paths, measured on this CPU, launching nothing.
 
-``python -m fastobj.benchmarks.host_cost [--calls N] [--via-op]``
+``python -m fastobj.benchmarks.host_cost [--calls N] [--via-op] [--meta]``
 
-Each op's public call (``fastobj.functional``) runs forward and backward on meta tensors, so
-every torch op on its path is dispatched but computes nothing, with Triton's active driver
-swapped for one that launches nothing: Triton's own Python (``JITFunction.run``, its binder and
-cache lookup, the compiled kernel's launcher call) runs as it would on a GPU. Kernels are
-compiled for sm_90 on the first call (warm-up, not timed). The time per call is the least
-loaded tenth (10th percentile) of many calls, and is reported in units of one eager
+Each op's public call (``fastobj.functional``) runs forward and backward with Triton's active
+driver swapped for one that launches nothing: Triton's own Python and fastobj's launchers run as
+they would on a GPU, and the compiled kernel's launcher is a Python function that counts the
+launch. Kernels are compiled for sm_90 on the first calls (warm-up, not timed). The time per
+call is the least loaded tenth (10th percentile) of many calls, reported in units of one eager
 ``torch.add`` of two small CPU tensors measured the same way in the same process, so that the
 machine's speed and load cancel out.
 
-Left out: the driver's own launch call (``cuLaunchKernel``, a few microseconds per launch on
-a GPU host; the launch count is printed so it can be added), and any wait on the GPU.
-Overstated: a torch op on meta tensors runs torch's Python reference decomposition
-(``torch._refs``), many times slower than the same op's dispatch on CUDA tensors; the time of
-one meta ``torch.add`` is printed beside the CPU one, so the torch ops of a path can be told
-from its Triton and Python time.
+The tensors are small CPU tensors whose launch plans have the same kernels and the same
+launch count as the headline shapes (bf16 Diversity 1024x512x28x28, float32 TV 64x3x512x512,
+bf16 Direction 256x1024x14x14; the count at the headline shape is printed beside it): the
+torch ops on the path (allocations, views, Diversity's value and its autograd) then cost
+their dispatch and almost no arithmetic, as they do on a GPU host, where the arithmetic is
+the device's. ``--meta`` runs the headline shapes on meta tensors instead, where every torch
+op runs torch's Python reference decomposition (one meta ``torch.add``: ~50 CPU adds): an
+upper bound that overweights torch ops.
 
-``--via-op`` calls the ``torch.library`` custom ops (what a ``torch.compile`` graph holds, and
-what eager calls went through before the eager shortcut) instead of the public functions.
+Left out: the driver's own launch call (``cuLaunchKernel``, a few microseconds per launch on
+a GPU host; the launch count is printed so it can be added), a CUDA allocation's cost beyond
+a CPU one's, and any wait on the GPU.
+
+``--via-op`` calls the ``torch.library`` custom ops (what a ``torch.compile`` graph holds)
+instead of the public functions.
 """
 from __future__ import annotations
 
@@ -28,9 +33,13 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 TARGETS = {"diversity": 60, "total_variation": 30, "dot_cossim": 30}  # adds per fwd+bwd
+# op -> (small shape, headline shape) of its input
+SHAPES = {"diversity": ((16, 64, 49), (1024, 512, 784)),
+          "total_variation": ((2, 3, 16, 16), (64, 3, 512, 512)),
+          "dot_cossim": ((4, 64, 9), (256, 1024, 196))}
 
 
 class _FakeUtils:
@@ -44,14 +53,18 @@ class _FakeUtils:
 
 
 class _FakeLauncher:
-    """Stands in for the compiled launcher (a C function on a GPU): counts the launches."""
+    """Stands in for the compiled launcher (a C function on a GPU): counts the launches, and
+    appends (itself, its arguments) to ``record`` when that is a list (tests)."""
     launches = 0
+    record: Optional[list] = None
 
     def __init__(self, src, metadata):
         pass
 
     def __call__(self, *args):
         _FakeLauncher.launches += 1
+        if _FakeLauncher.record is not None:
+            _FakeLauncher.record.append((self, args))
 
 
 class FakeDriver:
@@ -95,18 +108,28 @@ def _time(fn: Callable[[], object], calls: int) -> float:
     return _percentile10(samples)
 
 
-def _steps(via_op: bool) -> Dict[str, Callable[[], object]]:
-    """op -> one fwd+bwd call on meta tensors at the headline shapes (bf16 Diversity and
-    Direction, float32 TV), with an upstream gradient other than 1."""
+def _steps(via_op: bool, meta: bool) -> Dict[str, Callable[[], object]]:
+    """op -> one fwd+bwd call with an upstream gradient other than 1: on small CPU tensors, or
+    on meta tensors of the headline shapes (see SHAPES)."""
     import torch
 
     from fastobj import functional as Fn
-    meta = dict(device="meta")
-    feats = torch.empty(1024, 512, 784, dtype=torch.bfloat16, **meta).requires_grad_()
-    image = torch.empty(64, 3, 512, 512, **meta).requires_grad_()
-    acts = torch.empty(256, 1024, 196, dtype=torch.bfloat16, **meta).requires_grad_()
-    vec = torch.empty(1, 1024, 1, dtype=torch.bfloat16, **meta)
-    upstream = torch.empty((), **meta)
+
+    def make(op, dtype=torch.float32, grad=True):
+        shape = SHAPES[op][1 if meta else 0]
+        if meta:
+            t = torch.empty(shape, dtype=dtype, device="meta")
+        else:
+            t = torch.randn(shape, dtype=dtype)
+        return t.requires_grad_(grad)
+
+    feats = make("diversity", torch.bfloat16)
+    image = make("total_variation")
+    acts = make("dot_cossim", torch.bfloat16)
+    vec = torch.ones(1, acts.shape[1], 1, dtype=torch.bfloat16, device=acts.device)
+    upstream = torch.full((), 0.7, device=acts.device)
+    dot_upstream = torch.full((acts.shape[0], acts.shape[2]), 0.7, dtype=torch.bfloat16,
+                              device=acts.device)
     if via_op:
         def diversity():
             sums, sq = Fn._diversity_sums_op(feats)[:2]
@@ -120,12 +143,33 @@ def _steps(via_op: bool) -> Dict[str, Callable[[], object]]:
 
         def dot(a, v):
             return Fn.dot_cossim(a, v, 1.0)
-    dot_upstream = torch.empty(256, 196, dtype=torch.bfloat16, **meta)
+    div_upstream = upstream.to(feats.dtype)
     return {
-        "diversity": lambda: torch.autograd.grad(diversity(), feats, upstream.to(feats.dtype)),
+        "diversity": lambda: torch.autograd.grad(diversity(), feats, div_upstream),
         "total_variation": lambda: torch.autograd.grad(tv(image), image, upstream),
         "dot_cossim": lambda: torch.autograd.grad(dot(acts, vec), acts, dot_upstream),
     }
+
+
+def install_fake_driver() -> None:
+    """Make Triton compile for sm_90 and launch nothing, and let CPU and meta tensors take the
+    kernel paths (this process only)."""
+    from triton.runtime.driver import driver
+
+    from fastobj import backend
+    driver.set_active(FakeDriver())
+    backend._triton_obstacle = lambda tensors, forced: None
+
+
+def _launch_counts(steps: Dict[str, Callable[[], object]]) -> Dict[str, int]:
+    counts = {}
+    for name, step in steps.items():
+        for _ in range(3):  # compiles for sm_90 on the first call
+            step()
+        before = _FakeLauncher.launches
+        step()
+        counts[name] = _FakeLauncher.launches - before
+    return counts
 
 
 def _route_ops_to_kernels():
@@ -146,43 +190,42 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per op")
     parser.add_argument("--via-op", action="store_true",
                         help="call the torch.library custom ops instead of the public functions")
+    parser.add_argument("--meta", action="store_true",
+                        help="headline shapes on meta tensors (overweights torch ops)")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("host_cost: unset TRITON_INTERPRET (the kernels must be compiled, "
                          "not interpreted)")
-    os.environ["FASTOBJ_SM_COUNT"] = "132"  # grids of an H100/H200 on meta tensors
+    os.environ["FASTOBJ_SM_COUNT"] = "132"  # grids of an H100/H200 on CPU and meta tensors
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     import torch
     import triton
-    from triton.runtime.driver import driver
-
-    from fastobj import backend
     torch.set_num_threads(1)
-    driver.set_active(FakeDriver())
-    backend._triton_obstacle = lambda tensors, forced: None  # meta tensors take the kernels
-    lib = _route_ops_to_kernels() if args.via_op else None
+    install_fake_driver()
+    lib = _route_ops_to_kernels() if args.via_op or args.meta else None
     a, b = torch.randn(16), torch.randn(16)
     add = _time(lambda: torch.add(a, b), args.calls * 5)
     ma, mb = a.to("meta"), b.to("meta")
     meta_add = _time(lambda: torch.add(ma, mb), args.calls)
+    steps = _steps(args.via_op, args.meta)
+    counts = _launch_counts(steps)
+    headline = counts if args.meta else _launch_counts(_steps(args.via_op, True))
     print(f"torch {torch.__version__}, triton {triton.__version__}, "
-          f"{'custom ops' if args.via_op else 'public functions'}, load average "
-          f"{os.getloadavg()[0]:.2f}; one eager torch.add: {add * 1e6:.2f} us on CPU tensors "
-          f"(the unit), {meta_add * 1e6:.1f} us on meta tensors")
-    print(f"{'op (fwd+bwd)':<18} {'launches':>8} {'host us':>9} {'adds':>7} {'target':>7}")
+          f"{'custom ops' if args.via_op else 'public functions'} on "
+          f"{'meta tensors, headline shapes' if args.meta else 'small CPU tensors'}, load "
+          f"average {os.getloadavg()[0]:.2f}; one eager torch.add: {add * 1e6:.2f} us on CPU "
+          f"tensors (the unit), {meta_add * 1e6:.1f} us on meta tensors")
+    print(f"{'op (fwd+bwd)':<18} {'shape':<18} {'launches':>8} {'headline':>8} {'host us':>9} "
+          f"{'adds':>7} {'target':>7}")
     status = 0
-    for name, step in _steps(args.via_op).items():
-        for _ in range(3):  # compiles for sm_90 on the first call
-            step()
-        before = _FakeLauncher.launches
-        step()
-        launches = _FakeLauncher.launches - before
+    for name, step in steps.items():
         seconds = _time(step, args.calls)
         adds = seconds / add
         target = TARGETS[name]
         status |= adds > target
-        print(f"{name:<18} {launches:>8} {seconds * 1e6:>9.1f} {adds:>7.1f} {target:>7}",
-              flush=True)
+        shape = "x".join(map(str, SHAPES[name][1 if args.meta else 0]))
+        print(f"{name:<18} {shape:<18} {counts[name]:>8} {headline[name]:>8} "
+              f"{seconds * 1e6:>9.1f} {adds:>7.1f} {target:>7}", flush=True)
     del lib
     return int(status)
 

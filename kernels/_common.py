@@ -11,6 +11,9 @@ from typing import Dict, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
+from triton import knobs
+from triton.runtime.driver import driver
+from triton.runtime.jit import JITFunction
 
 INT32_LIMIT = 2**31  # in-tile offsets at or above this need int64 (tests lower it)
 # Bytes a looping kernel moves per tile step: 8 KiB, i.e. 2048 float32 elements, 8 per thread
@@ -27,8 +30,10 @@ SM_COUNT_ENV = "FASTOBJ_SM_COUNT"
 
 def device_guard(device: torch.device):
     """The context under which kernels for `device` launch: that CUDA device made current
-    (Triton launches on the current device), or nothing for CPU tensors (the interpreter)."""
-    if device.type == "cuda":
+    (Triton launches on the current device), or nothing when it already is current, and for
+    CPU tensors (the interpreter). Switching devices costs microseconds on the host; asking
+    which is current does not."""
+    if device.type == "cuda" and device.index != torch.cuda.current_device():
         return torch.cuda.device(device)
     return contextlib.nullcontext()
 
@@ -79,6 +84,18 @@ def resident_grid(device: torch.device, programs_per_sm: int, interpreter_progra
     return max(1, min(interpreter_programs if size is None else size, work_items))
 
 
+def plan_key(device: torch.device) -> Tuple[torch.device, str]:
+    """What a cached launch plan depends on beyond its tensors' shapes, strides and dtypes: the
+    device and the FASTOBJ_SM_COUNT override, which together set the grid sizes."""
+    return device, os.environ.get(SM_COUNT_ENV, "")
+
+
+def plan_cache(planner):
+    """Memoise a launcher's planner: a pure function of shapes, strides, dtypes, flags and a
+    plan_key, called on every launch, computed once per distinct combination."""
+    return functools.lru_cache(maxsize=1024)(planner)
+
+
 # --------------------------------------------------------------------------------------------
 # Host arithmetic on plain integers (triton.cdiv and triton.next_power_of_2 cost microseconds
 # a call on the host, and launchers call them on every launch).
@@ -87,6 +104,16 @@ def resident_grid(device: torch.device, programs_per_sm: int, interpreter_progra
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b) for integers, b > 0."""
     return -(-a // b)
+
+
+def contiguous_strides(shape) -> Tuple[int, ...]:
+    """The strides of a contiguous tensor of this shape (torch's: a size-0 dim counts as 1 for
+    the dims before it)."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 def next_power_of_2(n: int) -> int:
@@ -101,8 +128,12 @@ def next_power_of_2(n: int) -> int:
 class Launch:
     """One kernel launch: its grid, its compile-time constants and Triton's options
     (num_warps, and num_stages / maxnreg where given: Triton's defaults else). The keyword
-    arguments of the launch are merged once, here, not on every call."""
-    __slots__ = ("grid", "constexprs", "num_warps", "num_stages", "maxnreg", "_kwargs")
+    arguments of the launch are merged once, here, not on every call.
+
+    Calling it launches through :func:`launch_compiled`: Triton's own launch path the first time
+    a kernel meets an argument specialization, the compiled kernel directly after that."""
+    __slots__ = ("grid", "constexprs", "num_warps", "num_stages", "maxnreg", "_kwargs",
+                 "_options_key")
 
     def __init__(self, grid: Tuple[int, ...], constexprs: Dict[str, object], num_warps: int,
                  num_stages: Optional[int] = None, maxnreg: Optional[int] = None):
@@ -113,6 +144,7 @@ class Launch:
             self._kwargs["num_stages"] = num_stages
         if maxnreg is not None:
             self._kwargs["maxnreg"] = maxnreg
+        self._options_key = tuple(sorted(self._kwargs.items()))
 
     @property
     def options(self) -> Dict[str, int]:
@@ -130,9 +162,72 @@ class Launch:
 
     def __call__(self, kernel, *args, **extra_constexprs):
         if extra_constexprs:
-            kernel[self.grid](*args, **self._kwargs, **extra_constexprs)
+            kwargs = dict(self._kwargs, **extra_constexprs)
+            options_key = tuple(sorted(kwargs.items()))
         else:
-            kernel[self.grid](*args, **self._kwargs)
+            kwargs, options_key = self._kwargs, self._options_key
+        launch_compiled(kernel, self.grid, args, kwargs, options_key)
+
+
+# --------------------------------------------------------------------------------------------
+# Direct launches of compiled kernels.
+#
+# Triton's JITFunction.run binds every argument, derives its specialization, builds a cache key
+# string and looks the compiled kernel up on every launch: 5 us for an empty kernel on this
+# CPU, more with more arguments, against 1 us for calling the compiled kernel's launcher. A
+# launch that has seen the same kernel, options, device and argument specialization before
+# calls the compiled kernel itself with the arguments JITFunction.run would pass it
+# (tests/test_direct_launch.py checks that, under Triton 3.9 and 3.6).
+# --------------------------------------------------------------------------------------------
+
+_SCALARS = frozenset((float, bool, type(None)))
+_KNOWN_ARGUMENTS = (torch.Tensor, int, float, bool, type(None))
+
+
+def _specializations(args: tuple) -> tuple:
+    """A key at least as fine as what Triton specializes a kernel on, per argument: an int's
+    value (Triton keys on its width, on whether it is 1 and on whether it divides by 16), the
+    type of a float, bool or None (floats and bools are not specialized; None is), and a
+    tensor's dtype and 16-byte alignment. (Types are compared, not isinstance-checked: an
+    isinstance check against torch.Tensor costs a Python call per argument.)"""
+    return tuple([a if type(a) is int else type(a) if type(a) in _SCALARS
+                  else (a.dtype, a.data_ptr() % 16 == 0) for a in args])
+
+
+# (id of the kernel, options, device, argument specializations) -> (compiled kernel, constexpr
+# values in the kernel's parameter order after the positional arguments). Kernels are module
+# globals that live as long as the process, so their ids are never reused.
+_compiled: Dict[tuple, tuple] = {}
+
+
+def launch_compiled(kernel, grid: Tuple[int, ...], args: tuple, kwargs: Dict[str, object],
+                    options_key: tuple) -> None:
+    """kernel[grid](*args, **kwargs), through the compiled kernel when it was seen before.
+
+    kwargs holds the constexprs (by name, for the parameters after args) and Triton's options;
+    options_key is a hashable form of it. Kernels that are not compiled (Triton's interpreter)
+    always take Triton's path."""
+    if type(kernel) is not JITFunction:
+        kernel[grid](*args, **kwargs)
+        return
+    device = driver.active.get_current_device()
+    key = (id(kernel), options_key, device, _specializations(args))
+    entry = _compiled.get(key)
+    if entry is None:
+        compiled = kernel[grid](*args, **kwargs)
+        known = all(isinstance(a, _KNOWN_ARGUMENTS) for a in args)
+        if known and hasattr(compiled, "packed_metadata"):
+            names = list(kernel.signature.parameters.values())[len(args):]
+            tail = tuple(kwargs[p.name] if p.name in kwargs else p.default for p in names)
+            _compiled[key] = (compiled, tail)
+        return
+    compiled, tail = entry
+    stream = driver.active.get_current_stream(device)
+    bound = args + tail
+    grid = grid + (1,) * (3 - len(grid))
+    compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
+                 compiled.launch_metadata(grid, stream, *bound),
+                 knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *bound)
 
 
 def needs_int64(*tiles) -> bool:
@@ -194,17 +289,22 @@ def sum_rows_kernel(in_ptr, out_ptr, R, M, n_mblocks,
              tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=m < M)
 
 
+@functools.lru_cache(maxsize=256)
+def _sum_rows_launch(a: int, r: int, m: int) -> Tuple[Launch, int]:
+    block_m = min(next_power_of_2(m), 128)
+    block_r = min(next_power_of_2(r), max(1, _SUM_ELEMENTS // block_m))
+    n_mblocks = cdiv(m, block_m)
+    return Launch((a * n_mblocks,), dict(BLOCK_R=block_r, BLOCK_M=block_m), num_warps=4), n_mblocks
+
+
 def sum_rows(partial: torch.Tensor, out: torch.Tensor) -> None:
     """out = partial.sum(1) in a fixed order: partial float32 (A, R, M) contiguous, out of any
     float dtype and any layout holding A·M elements (written through a contiguous temporary
     when out is not contiguous)."""
     a, r, m = partial.shape
-    block_m = min(next_power_of_2(m), 128)
-    block_r = min(next_power_of_2(r), max(1, _SUM_ELEMENTS // block_m))
-    n_mblocks = cdiv(m, block_m)
+    launch, n_mblocks = _sum_rows_launch(a, r, m)
     target = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype,
                                                          device=out.device)
-    Launch((a * n_mblocks,), dict(BLOCK_R=block_r, BLOCK_M=block_m), num_warps=4)(
-        sum_rows_kernel, partial, target, r, m, n_mblocks)
+    launch(sum_rows_kernel, partial, target, r, m, n_mblocks)
     if target is not out:
         out.copy_(target)

@@ -1,0 +1,53 @@
+"""The direct launch path (kernels/_common.py, launch_compiled) passes the compiled kernel's
+launcher exactly what Triton's JITFunction.run passes it, under the suite's Triton and under
+Triton 3.6 (the GPU image's; set FASTOBJ_TRITON36_PYTHON, as .ci/run does).
+
+The check runs in a fresh process without TRITON_INTERPRET (tests/_direct_launch_check.py):
+kernels are compiled for sm_90 and launched through a fake driver that records each launch.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+REPO = Path(__file__).resolve().parents[1]
+TRITON36_ENV = "FASTOBJ_TRITON36_PYTHON"
+
+
+def check(python: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TRITON_INTERPRET", "FASTOBJ_SM_COUNT")}
+    run = subprocess.run([python, str(REPO / "tests" / "_direct_launch_check.py")],
+                         capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
+    assert run.returncode == 0, f"direct launch check failed:\n{run.stderr[-4000:]}"
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def assert_same_launches(report: dict):
+    results = report["results"]
+    assert results.pop("alignment-blind key detected") is True
+    assert len(results) == 6
+    for case, result in results.items():
+        assert result["launches"] >= 2, case
+        assert result["same"], (f"{case}: the direct launch differs from Triton's "
+                                f"(Triton {report['triton']})")
+
+
+@pytest.mark.slow
+def test_direct_launch_matches_triton():
+    assert_same_launches(check(sys.executable))
+
+
+@pytest.mark.slow
+def test_direct_launch_matches_triton_3_6():
+    python = os.environ.get(TRITON36_ENV)
+    if not python:
+        pytest.skip(f"{TRITON36_ENV} is not set (a python with triton==3.6.0; .ci/run makes one)")
+    report = check(python)
+    assert report["triton"].startswith("3.6"), report["triton"]
+    assert_same_launches(report)
