@@ -56,6 +56,8 @@ the launcher finds they can reach 2**31 (``WIDE``).
 """
 from __future__ import annotations
 
+from typing import NamedTuple, Tuple
+
 import torch
 import triton
 import triton.language as tl
@@ -64,9 +66,12 @@ from . import _common
 from ._common import (
     Launch,
     cdiv,
+    contiguous_strides,
     needs_int64,
     next_power_of_2,
     on_input_device,
+    plan_cache,
+    plan_key,
     sum_rows,
     tile_offsets,
     wave,
@@ -355,9 +360,19 @@ def _dot_cossim_bwd_kernel(acts_ptr, vec_ptr, grad_ptr, ga_ptr, gv_ptr, C, P, n_
 # Launchers
 # --------------------------------------------------------------------------------------------
 
-def _c_contiguous(acts: torch.Tensor) -> bool:
+class _Acts(NamedTuple):
+    """What the launch plans read of the activations: (B, C, P) shape, strides, element size
+    in bytes and device."""
+    shape: Tuple[int, int, int]
+    strides: Tuple[int, int, int]
+    itemsize: int
+    device: torch.device
+
+
+def _c_contiguous(acts: _Acts) -> bool:
     """Channels-last activations: unit stride along C, not along P."""
-    return acts.shape[1] > 1 and acts.stride(1) == 1 and acts.shape[2] > 1 and acts.stride(2) != 1
+    return (acts.shape[1] > 1 and acts.strides[1] == 1 and acts.shape[2] > 1
+            and acts.strides[2] != 1)
 
 
 def _block_p(batch: int, positions: int, low: int, high: int, device: torch.device,
@@ -382,7 +397,7 @@ def _block_p(batch: int, positions: int, low: int, high: int, device: torch.devi
     return best_block
 
 
-def _tiles(acts: torch.Tensor, resident_limit: int = 0):
+def _tiles(acts: _Acts, resident_limit: int = 0):
     """(BLOCK_C, BLOCK_P, resident) for acts; resident_limit > 0 asks for a whole-C tile.
 
     Rows along P are at least 32 bytes (a DRAM sector), or 16 bytes in the resident backward
@@ -393,7 +408,7 @@ def _tiles(acts: torch.Tensor, resident_limit: int = 0):
     c2 = next_power_of_2(channels)
     p2 = next_power_of_2(positions)
     tile = _common.TILE_BYTES // 4  # float32 elements of a chunk
-    elt = acts.element_size()
+    elt = acts.itemsize
 
     def pick(low, high, resident):
         high = max(1, min(p2, high))
@@ -414,7 +429,7 @@ def _tiles(acts: torch.Tensor, resident_limit: int = 0):
     return min(c2, max(1, tile // block_p)), block_p, False
 
 
-def _launch(acts: torch.Tensor, strides, backward: bool = False) -> Launch:
+def _launch(acts: _Acts, strides, backward: bool = False) -> Launch:
     """Grid, tiles and warps for acts (B, C, P); strides: the (stride_c, stride_p) pairs of
     every (B, C, P) operand, for the int64-offset test. backward: the backward's configuration
     (a whole-C tile up to _RESIDENT_TILE elements, RESIDENT, and its warps)."""
@@ -430,7 +445,7 @@ def _launch(acts: torch.Tensor, strides, backward: bool = False) -> Launch:
     return Launch((acts.shape[0] * n_pblocks,), consts, num_warps=num_warps)
 
 
-def _alignment(acts: torch.Tensor, channel_strides) -> int:
+def _alignment(acts: _Acts, channel_strides) -> int:
     """ALIGN of the kernels: the largest of 8, 4 and 2 that divides P and every channel stride
     of the operands loaded along P (acts with unit stride along P: (B, C, H·W) activations),
     else 1; 1 as well when all are multiples of 16, which Triton's own specialisation sees.
@@ -438,7 +453,7 @@ def _alignment(acts: torch.Tensor, channel_strides) -> int:
     the P mask is constant over 4 positions (without it the float32 forward's PTX has no
     vector load)."""
     values = [acts.shape[2], *channel_strides]
-    if acts.stride(2) != 1 or all(v % 16 == 0 for v in values):
+    if acts.strides[2] != 1 or all(v % 16 == 0 for v in values):
         return 1
     return next((unit for unit in (8, 4, 2) if all(v % unit == 0 for v in values)), 1)
 
@@ -464,6 +479,21 @@ def _check(acts: torch.Tensor, vec: torch.Tensor):
                          f"{tuple(acts.shape)}")
 
 
+@plan_cache
+def _forward_plan(acts: _Acts, vec_shape, sv, angled: bool, has_pow: bool, _grid_key):
+    """(launch, kernel arguments between the pointers and eps) of the forward; sv: vec's
+    strides from _vec_strides (cached per plan_key)."""
+    channels, positions = acts.shape[1], acts.shape[2]
+    per_pos = vec_shape[2] != 1
+    launch = _launch(acts, [(acts.strides[1], acts.strides[2]), (sv[1], sv[2])])
+    unit = _alignment(acts, [acts.strides[1]] + ([sv[1]] if per_pos else []))
+    launch = launch.with_constexprs(VEC_PER_POS=per_pos, ALIGN=unit, ANGLED=angled,
+                                    HAS_POW=has_pow)
+    return launch, (channels, positions // unit, cdiv(positions, launch.constexprs["BLOCK_P"]),
+                    *_divide_channel_stride(acts.strides, unit),
+                    *_divide_channel_stride(sv, unit if per_pos else 1))
+
+
 @on_input_device
 def dot_cossim_forward(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
                        eps: float, angled: bool) -> torch.Tensor:
@@ -475,16 +505,55 @@ def dot_cossim_forward(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
         return out
     if channels == 0:
         return out.zero_()
-    sv = _vec_strides(vec)
-    per_pos = vec.shape[2] != 1
-    launch = _launch(acts, [(acts.stride(1), acts.stride(2)), (sv[1], sv[2])])
-    unit = _alignment(acts, [acts.stride(1)] + ([sv[1]] if per_pos else []))
-    launch(_dot_cossim_fwd_kernel, acts, vec, out, channels, positions // unit,
-           cdiv(positions, launch.constexprs["BLOCK_P"]),
-           *_divide_channel_stride(acts.stride(), unit),
-           *_divide_channel_stride(sv, unit if per_pos else 1), float(eps), float(cossim_pow),
-           ANGLED=bool(angled), HAS_POW=cossim_pow != 0, VEC_PER_POS=per_pos, ALIGN=unit)
+    launch, args = _forward_plan(_described(acts), vec.shape, _vec_strides(vec), bool(angled),
+                                 cossim_pow != 0, plan_key(acts.device))
+    launch(_dot_cossim_fwd_kernel, acts, vec, out, *args, float(eps), float(cossim_pow))
     return out
+
+
+def _described(acts: torch.Tensor) -> _Acts:
+    return _Acts(acts.shape, acts.stride(), acts.element_size(), acts.device)
+
+
+@plan_cache
+def _backward_plan(acts: _Acts, vec_shape, sv, grad_strides, grad_acts_strides,
+                   grad_vec_strides, angled: bool, has_pow: bool, _grid_key):
+    """(launch, mode, shape of the float32 partial buffer or None, the kernel arguments
+    between the pointers and eps, with None where the gradient buffer's strides go) of the
+    backward (cached per plan_key). mode: 0 no direction gradient, 1 per position (into
+    grad_vec or per-sample partial rows), 2 shared over positions (partial rows per
+    program). grad_vec_strides: None when no direction gradient is asked for."""
+    batch, channels, positions = acts.shape
+    per_pos = vec_shape[2] != 1
+    # The direction's gradient buffer depends on the grid, which depends on the strides of
+    # acts, vec and grad_acts only when the buffer is (B, C, P)-shaped: size the grid first.
+    launch = _launch(acts, [(acts.strides[1], acts.strides[2]), (sv[1], sv[2]),
+                            (grad_acts_strides[1], grad_acts_strides[2])], backward=True)
+    grid = launch.grid[0]
+    partial = None
+    if grad_vec_strides is None:
+        mode, sgv = 0, (0, 0, 0)
+    elif per_pos and vec_shape[0] == batch:
+        mode, sgv = 1, grad_vec_strides
+    elif per_pos:  # a (1, C, P) direction shared by the batch: float32 rows per sample
+        partial = (batch, channels, positions)
+        mode, sgv = 1, contiguous_strides(partial)
+    else:  # shared over positions: one float32 row of C per program
+        partial = (grid, channels)
+        mode, sgv = 2, (channels, 1, 0)
+    if needs_int64(((launch.constexprs["BLOCK_C"], sgv[1]),
+                    (launch.constexprs["BLOCK_P"], sgv[2]))):
+        launch = launch.with_constexprs(WIDE=True)
+    unit = _alignment(acts, [acts.strides[1], grad_acts_strides[1]]
+                      + ([sv[1]] if per_pos else []) + ([sgv[1]] if mode == 1 else []))
+    launch = launch.with_constexprs(VEC_PER_POS=per_pos, VEC_GRAD=mode, ALIGN=unit,
+                                    ANGLED=angled, HAS_POW=has_pow)
+    args = (channels, positions // unit, cdiv(positions, launch.constexprs["BLOCK_P"]),
+            *_divide_channel_stride(acts.strides, unit),
+            *_divide_channel_stride(sv, unit if per_pos else 1), *grad_strides,
+            *_divide_channel_stride(grad_acts_strides, unit),
+            *_divide_channel_stride(sgv, unit if mode == 1 else 1))
+    return launch, mode, partial, args
 
 
 @on_input_device
@@ -501,44 +570,22 @@ def dot_cossim_backward(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tenso
     grad_vec = torch.empty_like(vec) if vec_grad else vec.new_empty((0,))
     if acts.numel() == 0:
         return grad_acts.zero_(), grad_vec.zero_()
-    per_pos = vec.shape[2] != 1
-    sv = _vec_strides(vec)
-    # The direction's gradient buffer depends on the grid, which depends on the strides of
-    # acts, vec and grad_acts only when the buffer is (B, C, P)-shaped: size the grid first.
-    launch = _launch(acts, [(acts.stride(1), acts.stride(2)), (sv[1], sv[2]),
-                            (grad_acts.stride(1), grad_acts.stride(2))], backward=True)
-    grid = launch.grid[0]
+    launch, mode, partial_shape, args = _backward_plan(
+        _described(acts), vec.shape, _vec_strides(vec), grad.stride(), grad_acts.stride(),
+        grad_vec.stride() if vec_grad else None, bool(angled), cossim_pow != 0,
+        plan_key(acts.device))
     partial = None
-    if not vec_grad:
-        mode, gv, sgv = 0, grad_acts, (0, 0, 0)
-    elif per_pos and vec.shape[0] == batch:
-        mode, gv, sgv = 1, grad_vec, grad_vec.stride()
-    elif per_pos:  # a (1, C, P) direction shared by the batch: float32 rows per sample
-        partial = torch.empty((batch, channels, positions), dtype=torch.float32,
-                              device=acts.device)
-        mode, gv, sgv = 1, partial, partial.stride()
-    else:  # shared over positions: one float32 row of C per program
-        partial = torch.empty((grid, channels), dtype=torch.float32, device=acts.device)
-        mode, gv, sgv = 2, partial, (channels, 1, 0)
-    if needs_int64(((launch.constexprs["BLOCK_C"], sgv[1]),
-                    (launch.constexprs["BLOCK_P"], sgv[2]))):
-        launch = launch.with_constexprs(WIDE=True)
-    unit = _alignment(acts, [acts.stride(1), grad_acts.stride(1)]
-                         + ([sv[1]] if per_pos else []) + ([sgv[1]] if mode == 1 else []))
-    launch(_dot_cossim_bwd_kernel, acts, vec, grad, grad_acts, gv, channels, positions // unit,
-           cdiv(positions, launch.constexprs["BLOCK_P"]),
-           *_divide_channel_stride(acts.stride(), unit),
-           *_divide_channel_stride(sv, unit if per_pos else 1), grad.stride(0), grad.stride(1),
-           *_divide_channel_stride(grad_acts.stride(), unit),
-           *_divide_channel_stride(sgv, unit if mode == 1 else 1), float(eps),
-           float(cossim_pow), ANGLED=bool(angled), HAS_POW=cossim_pow != 0,
-           VEC_PER_POS=per_pos, VEC_GRAD=mode, ALIGN=unit)
+    if partial_shape is not None:
+        partial = torch.empty(partial_shape, dtype=torch.float32, device=acts.device)
+    gv = grad_acts if mode == 0 else grad_vec if partial is None else partial
+    launch(_dot_cossim_bwd_kernel, acts, vec, grad, grad_acts, gv, *args, float(eps),
+           float(cossim_pow))
     if partial is not None:
         if mode == 1:  # Σ over the batch of per-sample (C·P) rows
             sum_rows(partial.view(1, batch, channels * positions), grad_vec)
         else:  # Σ over the programs that share each direction row
             rows = vec.shape[0]
-            sum_rows(partial.view(rows, grid // rows, channels), grad_vec)
+            sum_rows(partial.view(rows, partial.shape[0] // rows, channels), grad_vec)
     return grad_acts, grad_vec
 
 # --------------------------------------------------------------------------------------------

@@ -76,9 +76,12 @@ from . import _common
 from ._common import (
     Launch,
     cdiv,
+    contiguous_strides,
     needs_int64,
     next_power_of_2,
     on_input_device,
+    plan_cache,
+    plan_key,
     resident_grid,
     sum_rows,
     tile_offsets,
@@ -283,15 +286,15 @@ def _collapse(shape, strides) -> Optional[Tuple[int, int]]:
     return size, stride
 
 
-def _view(t: torch.Tensor, channels_last: bool):
-    """The _View of t in the requested layout, or None."""
-    shape, strides = t.shape, t.stride()
+def _view(shape, strides, channels_last: bool):
+    """The _View of a tensor of this shape and these strides in the requested layout, or
+    None."""
     if not channels_last:
         lead = _collapse(shape[:-2], strides[:-2])
         if lead is None:
             return None
         return _View(lead[0], shape[-2], shape[-1], 1, lead[1], strides[-2], strides[-1])
-    if t.dim() < 3:
+    if len(shape) < 3:
         return None
     c, w = shape[-3], shape[-1]
     if w > 1 and strides[-1] != c * strides[-3]:
@@ -302,32 +305,36 @@ def _view(t: torch.Tensor, channels_last: bool):
     return _View(lead[0], shape[-2], w * c, c, lead[1], strides[-2], strides[-3])
 
 
-def _is_channels_last(t: torch.Tensor) -> bool:
-    return t.dim() >= 3 and t.shape[-3] > 1 and t.stride(-3) == 1 and t.stride(-1) != 1
+def _is_channels_last(shape, strides) -> bool:
+    return len(shape) >= 3 and shape[-3] > 1 and strides[-3] == 1 and strides[-1] != 1
 
 
-def _plan(x: torch.Tensor, out: Optional[torch.Tensor] = None):
-    """Pick the copy-free view of x (and of out, the gradient buffer allocated like x).
+def _swap_last(seq):
+    return (*seq[:-2], seq[-1], seq[-2])
 
-    Returns (x_used, out_used, view_x, view_out, copied): x_used/out_used are x/out or their
-    transposes (out_used then writes into out), or, when no view fits, a contiguous copy of x
-    and a fresh contiguous buffer (copied=True: the caller copies that into out).
+
+def _layout(shape, strides, out_strides=None):
+    """How the kernels see x (shape, strides) and out (out_strides, the gradient buffer, or
+    None in the forward), without copying when a view fits.
+
+    Returns (how, view_x, view_out): how is "as_is", "transposed" (both seen through .mT: TV
+    is symmetric in its last two dims) or "copy" (no view fits: the kernels take a contiguous
+    copy of x and a fresh contiguous buffer, which the caller copies into out).
     """
-    tensors = [x] if out is None else [x, out]
-    if _is_channels_last(x):
-        views = [_view(t, True) for t in tensors]
+    original = shape
+    layouts = [strides] if out_strides is None else [strides, out_strides]
+    if _is_channels_last(shape, strides):
+        views = [_view(shape, st, True) for st in layouts]
         if all(v is not None for v in views) and len({v[:4] for v in views}) == 1:
-            return x, out, views[0], views[-1], False
-    used = tensors
-    if x.shape[-1] > 1 and x.stride(-1) != 1 and x.stride(-2) == 1:
-        used = [t.mT for t in tensors]  # TV is symmetric in its last two dims
-    views = [_view(t, False) for t in used]
+            return "as_is", views[0], views[-1]
+    how = "as_is"
+    if shape[-1] > 1 and strides[-1] != 1 and strides[-2] == 1:
+        how, shape, layouts = "transposed", _swap_last(shape), [_swap_last(st) for st in layouts]
+    views = [_view(shape, st, False) for st in layouts]
     if all(v is not None for v in views):
-        return used[0], (used[1] if out is not None else None), views[0], views[-1], False
-    xc = x.contiguous()
-    oc = None if out is None else torch.empty_like(xc)
-    v = _view(xc, False)
-    return xc, oc, v, v, True
+        return how, views[0], views[-1]
+    v = _view(original, contiguous_strides(original), False)
+    return "copy", v, v
 
 
 def _wide(block_n: int, block_l: int, k: int, views) -> bool:
@@ -348,9 +355,11 @@ def _tile_elements(dtype: torch.dtype, variant: str, backward: bool) -> int:
     return elements if variant == "planes" else elements // 2
 
 
-def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = None):
-    """(Launch, rows per program, tiles along L, tile rows) of the forward for x seen through
-    `view`, or of the backward when the gradient buffer's out_view is given.
+def _launch_config(dtype: torch.dtype, device: torch.device, view: _View,
+                   out_view: Optional[_View] = None):
+    """(Launch, rows per program, tiles along L, tile rows) of the forward for x (dtype, on
+    device) seen through `view`, or of the backward when the gradient buffer's out_view is
+    given.
 
     Variants, by the registers they need (sm_90a, Triton 3.9 and 3.6, from the AOT compile
     report), each with as many programs per SM as stay resident:
@@ -378,7 +387,7 @@ def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = Non
     same = all(v[4:] == view[4:] for v in views)
     variant = ("planes" if view.K == 1 else "channels_last") if unit and same else "general"
     backward = out_view is not None
-    tile = _tile_elements(x.dtype, variant, backward)
+    tile = _tile_elements(dtype, variant, backward)
     block_l = min(next_power_of_2(view.L), tile)
     block_n = min(next_power_of_2(view.N), max(1, tile // block_l))
     wide = _wide(block_n, block_l, view.K, views)
@@ -387,12 +396,36 @@ def _launch_config(x: torch.Tensor, view: _View, out_view: Optional[_View] = Non
     num_warps, per_sm, caps = _VARIANTS[variant]
     n_tiles_l = cdiv(view.L, block_l)
     total_rows = cdiv(view.N, block_n) * n_tiles_l * view.H
-    programs = resident_grid(x.device, per_sm, _INTERPRETER_PROGRAMS, total_rows)
+    programs = resident_grid(device, per_sm, _INTERPRETER_PROGRAMS, total_rows)
     rows = max(_MIN_ROWS, cdiv(total_rows, programs))
     launch = Launch((cdiv(total_rows, rows),),
                     dict(BLOCK_N=block_n, BLOCK_L=block_l, WIDE=wide),
                     num_warps=num_warps, maxnreg=caps[backward])
     return launch, rows, n_tiles_l, total_rows
+
+
+@plan_cache
+def _forward_plan(shape, strides, dtype: torch.dtype, device: torch.device, _grid_key):
+    """(how, launch, kernel arguments after the pointers) of the forward for x of
+    this shape, strides and dtype (see _layout; cached per plan_key)."""
+    how, view, _ = _layout(shape, strides)
+    launch, rows, n_tiles_l, total_rows = _launch_config(dtype, device, view)
+    return how, launch, (*view, n_tiles_l, total_rows, rows)
+
+
+@plan_cache
+def _backward_plan(shape, strides, out_strides, dtype: torch.dtype, device: torch.device,
+                   _grid_key):
+    """(how, launch, kernel arguments after the pointers) of the backward writing into a
+    gradient buffer with out_strides (see _layout; cached per plan_key)."""
+    how, view_x, view_o = _layout(shape, strides, out_strides)
+    launch, rows, n_tiles_l, total_rows = _launch_config(dtype, device, view_x, view_o)
+    launch = launch.with_constexprs(SAME_LAYOUT=view_x[4:] == view_o[4:])
+    return how, launch, (*view_x, *view_o[4:], n_tiles_l, total_rows, rows)
+
+
+def _seen(t: torch.Tensor, how: str) -> torch.Tensor:
+    return t.mT if how == "transposed" else t
 
 
 @on_input_device
@@ -405,12 +438,13 @@ def total_variation_forward(x: torch.Tensor,
         raise ValueError(f"total_variation needs rank >= 2, got shape {tuple(x.shape)}")
     if x.numel() == 0:
         return torch.zeros((), dtype=out_dtype, device=x.device)
-    x, _, view, _, _ = _plan(x)
-    launch, rows, n_tiles_l, total_rows = _launch_config(x, view)
-    partial = torch.empty(launch.grid, dtype=torch.float32, device=x.device)
-    launch(_tv_forward_kernel, x, partial, *view, n_tiles_l, total_rows, rows)
+    how, launch, args = _forward_plan(x.shape, x.stride(), x.dtype, x.device,
+                                             plan_key(x.device))
+    x = x.contiguous() if how == "copy" else _seen(x, how)
+    partial = torch.empty((1, launch.grid[0], 1), dtype=torch.float32, device=x.device)
+    launch(_tv_forward_kernel, x, partial, *args)
     out = torch.empty((), dtype=out_dtype, device=x.device)
-    sum_rows(partial.view(1, -1, 1), out)
+    sum_rows(partial, out)
     return out
 
 
@@ -426,11 +460,15 @@ def total_variation_backward(x: torch.Tensor, grad: torch.Tensor) -> torch.Tenso
     result = torch.empty_like(x)
     if x.numel() == 0:
         return result
-    xv, ov, view_x, view_o, copied = _plan(x, result)
-    launch, rows, n_tiles_l, total_rows = _launch_config(xv, view_x, view_o)
-    launch(_tv_backward_kernel, xv, grad, ov, *view_x, *view_o[4:], n_tiles_l, total_rows,
-           rows, SAME_LAYOUT=view_x[4:] == view_o[4:])
-    if copied:  # rare layouts: keep empty_like(x)'s strides
+    how, launch, args = _backward_plan(x.shape, x.stride(), result.stride(), x.dtype, x.device,
+                                       plan_key(x.device))
+    if how == "copy":  # rare layouts: the kernel writes a contiguous buffer, copied back
+        xv = x.contiguous()
+        ov = torch.empty_like(xv)
+    else:
+        xv, ov = _seen(x, how), _seen(result, how)
+    launch(_tv_backward_kernel, xv, grad, ov, *args)
+    if how == "copy":
         result.copy_(ov)
     return result
 

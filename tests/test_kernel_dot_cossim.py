@@ -192,7 +192,7 @@ def test_positions_and_channel_strides_passed_in_units(positions, unit):
     """P a multiple of 2, 4 or 8 (not 16): P and the channel strides reach the kernels divided
     by ALIGN, and the kernels multiply them back."""
     acts = torch.randn(B, C, positions)
-    assert kc._alignment(acts, [acts.stride(1)]) == unit
+    assert kc._alignment(kc._described(acts), [acts.stride(1)]) == unit
     check_against_reference(acts, torch.randn(B, C, positions), 4.0, True)
     check_against_reference(acts, torch.randn(1, C, 1), 2.5, False)
 
