@@ -226,8 +226,32 @@ def main(argv=None) -> int:
         shape = "x".join(map(str, SHAPES[name][1 if args.meta else 0]))
         print(f"{name:<18} {shape:<18} {counts[name]:>8} {headline[name]:>8} "
               f"{seconds * 1e6:>9.1f} {adds:>7.1f} {target:>7}", flush=True)
+    floor = _time(_empty_function_step(), args.calls)
+    print(f"{'(floor)':<18} {'autograd.Function, no work':<37} {floor * 1e6:>9.1f} "
+          f"{floor / add:>7.1f}", flush=True)
     del lib
     return int(status)
+
+
+def _empty_function_step() -> Callable[[], object]:
+    """fwd+bwd of a Python autograd.Function that saves its input and returns empty outputs:
+    what any Python-defined differentiable op costs before it does anything."""
+    import torch
+
+    class Empty(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.new_empty(())
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return torch.empty_like(x)
+
+    x = torch.randn(SHAPES["total_variation"][0], requires_grad=True)
+    upstream = torch.full((), 0.7)
+    return lambda: torch.autograd.grad(Empty.apply(x), x, upstream)
 
 
 if __name__ == "__main__":
