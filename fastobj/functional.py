@@ -100,7 +100,7 @@ def diversity_sums_ref(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
 
 def diversity_value(sums: torch.Tensor, sq: torch.Tensor, count) -> torch.Tensor:
     """-(‖S‖² - Σ‖g_i‖²) / B: the classic pairwise sum over i != j, in closed form."""
-    return -(sums.square().sum() - sq) / count
+    return (sq - sums.square().sum()) / count
 
 
 def diversity_ref(feats: torch.Tensor) -> torch.Tensor:

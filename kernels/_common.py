@@ -152,8 +152,13 @@ class Launch:
         return {k: v for k, v in self._kwargs.items() if k not in self.constexprs}
 
     def on(self, grid: Tuple[int, ...]) -> "Launch":
-        """The same configuration on another grid (one tile shape, several passes)."""
-        return Launch(grid, self.constexprs, self.num_warps, self.num_stages, self.maxnreg)
+        """The same configuration on another grid (one tile shape, several passes): a copy that
+        shares the merged keyword arguments (launchers call this on every launch)."""
+        copy = object.__new__(Launch)
+        copy.grid, copy.constexprs, copy.num_warps = grid, self.constexprs, self.num_warps
+        copy.num_stages, copy.maxnreg = self.num_stages, self.maxnreg
+        copy._kwargs, copy._options_key = self._kwargs, self._options_key
+        return copy
 
     def with_constexprs(self, **changes) -> "Launch":
         """The same launch with some compile-time constants changed."""

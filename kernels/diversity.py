@@ -150,9 +150,14 @@ def gram_storage_shape(B, C: int, dtype: torch.dtype) -> tuple:
     tiles (nt = ceil(C / SB)) of each sample, row-major over the upper triangle. B may be a
     symbolic size (torch.compile); C is read as an int (the tiles depend on it). dtype is
     feats' (the shape does not depend on it; the argument keeps the fake's call explicit)."""
-    C = int(C)
+    return (B, *_storage_tiles(int(C), MAX_BLOCK))
+
+
+@functools.lru_cache(maxsize=None)
+def _storage_tiles(C: int, max_block: int) -> tuple:
+    """(T, SB, SB) of gram_storage_shape (max_block: MAX_BLOCK, which tests lower)."""
     block = storage_block(C)
-    return (B, _tile_counts(C, block)[1], block, block)
+    return _tile_counts(C, block)[1], block, block
 
 
 def _pow2_clamp(n: int, low: int, high: int) -> int:
@@ -528,9 +533,10 @@ def _least_padding(n: int, low: int, high: int, slack: float = 0.03) -> int:
 def _dot_precision(feats: torch.Tensor) -> str:
     """PRECISION of _dot: float32 follows torch's matmul precision ("highest" -> IEEE, else
     tf32); 16-bit operands ignore it, except bfloat16 in Triton's interpreter ("upcast")."""
-    if feats.dtype == torch.bfloat16 and feats.device.type == "cpu" and interpreter_enabled():
-        return "upcast"
-    if feats.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+    dtype = feats.dtype
+    if dtype is torch.bfloat16:
+        return "upcast" if feats.device.type == "cpu" and interpreter_enabled() else "tf32"
+    if dtype is torch.float32 and torch.get_float32_matmul_precision() == "highest":
         return "ieee"
     return "tf32"
 
@@ -649,6 +655,10 @@ def _sum_splits(samples: int, blocks: int, device: torch.device) -> int:
     return max(1, min(samples, programs // blocks))
 
 
+def _float32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype is torch.float32 else t.to(torch.float32)
+
+
 def _check_feats(feats: torch.Tensor) -> None:
     if feats.dim() != 3:
         raise ValueError(f"feats must be (B, C, P), got shape {tuple(feats.shape)}")
@@ -722,15 +732,15 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grams: tor
         return grad
     f32 = dict(dtype=torch.float32, device=feats.device)
     plan = _plan(C, P, feats.dtype, feats.stride(), _dot_precision(feats), MAX_BLOCK)
-    grad_S = grad_S.to(torch.float32)
+    grad_S = _float32(grad_S)
     a_sym = (grad_S + grad_S.mT).contiguous()  # A = Γ + Γᵀ
     dot = torch.empty((B, plan.tiles), **f32)
     amax = torch.empty((B, plan.tiles), **f32)
     plan.cotangent.on((B * plan.tiles,))(_cotangent_partials_kernel, grams, a_sym, dot, amax,
                                          C, plan.nt, plan.tiles)
     plan.apply.on((B * plan.nm * plan.npb,))(
-        _w_times_f_kernel, grams, a_sym, feats, dot, amax, norms.to(torch.float32),
-        grad_sq.to(torch.float32), grad, C, P, *feats.stride(), plan.nm, plan.npb, plan.nt,
+        _w_times_f_kernel, grams, a_sym, feats, dot, amax, _float32(norms), _float32(grad_sq),
+        grad, C, P, *feats.stride(), plan.nm, plan.npb, plan.nt,
         plan.tiles, eps, _SIGMA_FLOOR)
     return grad
 

@@ -77,11 +77,14 @@ def test_launches_happen_under_the_input_device(name, guard_log):
     assert guard_log["devices"] == [torch.device("cpu")]
 
 
-def test_guard_enters_the_cuda_device_of_the_tensor():
-    """device_guard builds torch.cuda.device for the tensor's own index (no CUDA call needed
-    to build it) and nothing for CPU tensors."""
+def test_guard_enters_the_cuda_device_of_the_tensor(monkeypatch):
+    """device_guard builds torch.cuda.device for the tensor's own index when another device is
+    current, and nothing when it is current already (switching costs host time) or for CPU
+    tensors. (cuda:0 is made current by a stand-in: no CUDA call is needed.)"""
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     guard = common.device_guard(torch.device("cuda", 1))
     assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert isinstance(common.device_guard(torch.device("cuda", 0)), contextlib.nullcontext)
     assert isinstance(common.device_guard(torch.device("cpu")), contextlib.nullcontext)
 
 
