@@ -184,8 +184,31 @@ def diversity_sums(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return sums, sq
 
 
+class _DiversityEager(torch.autograd.Function):
+    """The eager kernel path of :func:`diversity`: the Gram sums and their closed-form value in
+    one autograd node. Built from the sums' op implementations, it saves the value's five torch
+    ops and their five backward nodes on every step (about a third of the call's host time);
+    under torch.compile, :func:`diversity` calls the sums' op and Dynamo traces the value.
+
+    With value v = (sq - ‖S‖²)/B and upstream gradient u: ∂v/∂S = -2uS/B, ∂v/∂sq = u/B."""
+
+    @staticmethod
+    def forward(ctx, feats):
+        sums, sq, norms, grams = _diversity_sums_impl(feats)
+        ctx.save_for_backward(feats, norms, grams, sums)
+        return diversity_value(sums, sq, feats.shape[0]).to(feats.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        feats, norms, grams, sums = ctx.saved_tensors
+        grad_sq = grad.to(sums.dtype) / feats.shape[0]
+        return _diversity_sums_backward_impl(feats, norms, grams, sums * (-2 * grad_sq), grad_sq)
+
+
 def diversity(feats: torch.Tensor) -> torch.Tensor:
     """Diversity of a (B, C, P) batch on the chosen backend: 0-dim, feats' dtype."""
+    if backend_for(feats) == "triton" and not _use_op():
+        return _DiversityEager.apply(feats)
     sums, sq = diversity_sums(feats)
     return diversity_value(sums, sq, feats.shape[0]).to(feats.dtype)
 
