@@ -203,6 +203,7 @@ def _specializations(args: tuple) -> tuple:
 # values in the kernel's parameter order after the positional arguments). Kernels are module
 # globals that live as long as the process, so their ids are never reused.
 _compiled: Dict[tuple, tuple] = {}
+_MAX_COMPILED_ENTRIES = 4096  # int values are keys: a sweep over many shapes starts afresh
 
 
 def launch_compiled(kernel, grid: Tuple[int, ...], args: tuple, kwargs: Dict[str, object],
@@ -224,6 +225,8 @@ def launch_compiled(kernel, grid: Tuple[int, ...], args: tuple, kwargs: Dict[str
         if known and hasattr(compiled, "packed_metadata"):
             names = list(kernel.signature.parameters.values())[len(args):]
             tail = tuple(kwargs[p.name] if p.name in kwargs else p.default for p in names)
+            if len(_compiled) >= _MAX_COMPILED_ENTRIES:
+                _compiled.clear()
             _compiled[key] = (compiled, tail)
         return
     compiled, tail = entry
