@@ -11,9 +11,6 @@ from typing import Dict, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
-from triton.runtime.driver import driver
-from triton.runtime.jit import JITFunction
 
 INT32_LIMIT = 2**31  # in-tile offsets at or above this need int64 (tests lower it)
 # Bytes a looping kernel moves per tile step: 8 KiB, i.e. 2048 float32 elements, 8 per thread
@@ -185,6 +182,25 @@ class Launch:
 # (tests/test_direct_launch.py checks that, under Triton 3.9 and 3.6).
 # --------------------------------------------------------------------------------------------
 
+DIRECT_LAUNCH_ENV = "FASTOBJ_DIRECT_LAUNCH"
+
+
+def _direct_launch_supported() -> bool:
+    """Whether launch_compiled may call compiled kernels directly: for the Triton versions
+    whose launch convention the test checks (3.6 and 3.9, and those between), unless
+    FASTOBJ_DIRECT_LAUNCH=0 asks for Triton's own path on every launch."""
+    if os.environ.get(DIRECT_LAUNCH_ENV, "1").strip() == "0":
+        return False
+    major, minor = (int(part) for part in triton.__version__.split(".")[:2])
+    return (3, 6) <= (major, minor) <= (3, 9)
+
+
+DIRECT_LAUNCH = _direct_launch_supported()
+if DIRECT_LAUNCH:
+    from triton import knobs
+    from triton.runtime.driver import driver
+    from triton.runtime.jit import JITFunction
+
 _SCALARS = frozenset((float, bool, type(None)))
 _KNOWN_ARGUMENTS = (torch.Tensor, int, float, bool, type(None))
 
@@ -211,9 +227,9 @@ def launch_compiled(kernel, grid: Tuple[int, ...], args: tuple, kwargs: Dict[str
     """kernel[grid](*args, **kwargs), through the compiled kernel when it was seen before.
 
     kwargs holds the constexprs (by name, for the parameters after args) and Triton's options;
-    options_key is a hashable form of it. Kernels that are not compiled (Triton's interpreter)
-    always take Triton's path."""
-    if type(kernel) is not JITFunction:
+    options_key is a hashable form of it. Kernels that are not compiled (Triton's interpreter),
+    and every kernel where DIRECT_LAUNCH is off, always take Triton's path."""
+    if not DIRECT_LAUNCH or type(kernel) is not JITFunction:
         kernel[grid](*args, **kwargs)
         return
     device = driver.active.get_current_device()

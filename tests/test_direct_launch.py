@@ -51,3 +51,13 @@ def test_direct_launch_matches_triton_3_6():
     report = check(python)
     assert report["triton"].startswith("3.6"), report["triton"]
     assert_same_launches(report)
+
+
+def test_direct_launch_can_be_switched_off():
+    """FASTOBJ_DIRECT_LAUNCH=0 sends every launch through Triton's own path."""
+    env = dict(os.environ, FASTOBJ_DIRECT_LAUNCH="0")
+    run = subprocess.run([sys.executable, "-c", "from fastobj.kernels import _common; "
+                          "print(_common.DIRECT_LAUNCH)"],
+                         capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "False"
