@@ -755,8 +755,8 @@ def cost(shape: tuple, dtype: torch.dtype, mode: str) -> tuple:
     Bytes: the forward reads F once, B·C·P·elt; the backward reads F again and writes its
     gradient, so fwd+bwd moves 3·B·C·P·elt. FLOPs: the forward's Grams, 2·B·C²·P; the
     backward's useful work is the gradient product W_i·F_i, another 2·B·C²·P. Work a kernel
-    adds (recomputing the Grams in the backward) or saves (Gram symmetry) is not counted, so a
-    rate from this model is useful FLOP/s. Compute-bound: judge it against the matmul rate.
+    adds (forming W_i in registers) or saves (Gram symmetry: only the upper tiles) is not
+    counted, so a rate from this model is useful FLOP/s. Compute-bound: judge it against the matmul rate.
     """
     if mode not in ("fwd", "fwd+bwd"):
         raise ValueError(f"diversity cost: mode must be 'fwd' or 'fwd+bwd', got {mode!r}")
