@@ -237,8 +237,11 @@ def launch_compiled(kernel, grid: Tuple[int, ...], args: tuple, kwargs: Dict[str
     entry = _compiled.get(key)
     if entry is None:
         compiled = kernel[grid](*args, **kwargs)
+        # Cached only where the key is sound: arguments of known kinds, none of them a
+        # constexpr passed by position (the key has a bool's or a float's type, not its value).
         known = all(isinstance(a, _KNOWN_ARGUMENTS) for a in args)
-        if known and hasattr(compiled, "packed_metadata"):
+        positional_constexpr = any(p.is_constexpr for p in kernel.params[:len(args)])
+        if known and not positional_constexpr and hasattr(compiled, "packed_metadata"):
             names = list(kernel.signature.parameters.values())[len(args):]
             tail = tuple(kwargs[p.name] if p.name in kwargs else p.default for p in names)
             if len(_compiled) >= _MAX_COMPILED_ENTRIES:

@@ -82,7 +82,8 @@ def main():
         _common._compiled.clear()
         first = record(step)  # every launch through JITFunction.run (compiling on first use)
         repeat = record(step)  # every launch through the compiled kernel
-        results[name] = {"launches": len(first), "same": first == repeat}
+        results[name] = {"launches": len(first), "same": first == repeat,
+                         "direct": len(_common._compiled)}
     # The check can fail: with a key blind to alignment, the misaligned input after the aligned
     # one gets the aligned input's compiled kernel, which Triton would not have chosen.
     blind = _common._specializations

@@ -34,6 +34,9 @@ def assert_same_launches(report: dict):
     assert len(results) == 6
     for case, result in results.items():
         assert result["launches"] >= 2, case
+        # every launch of these cases (each a distinct kernel and specialization) was cached
+        # for the direct path: none fell back to Triton's for good
+        assert result["direct"] == result["launches"], (case, result)
         assert result["same"], (f"{case}: the direct launch differs from Triton's "
                                 f"(Triton {report['triton']})")
 
