@@ -81,10 +81,10 @@ def resident_grid(device: torch.device, programs_per_sm: int, interpreter_progra
     return max(1, min(interpreter_programs if size is None else size, work_items))
 
 
-def plan_key(device: torch.device) -> Tuple[torch.device, str]:
-    """What a cached launch plan depends on beyond its tensors' shapes, strides and dtypes: the
-    device and the FASTOBJ_SM_COUNT override, which together set the grid sizes."""
-    return device, os.environ.get(SM_COUNT_ENV, "")
+def plan_key() -> str:
+    """What a cached launch plan depends on beyond its arguments (shapes, strides, dtypes, the
+    device): the FASTOBJ_SM_COUNT override, which sets the grid sizes with the device."""
+    return os.environ.get(SM_COUNT_ENV, "")
 
 
 def plan_cache(planner):
@@ -316,7 +316,7 @@ def sum_rows_kernel(in_ptr, out_ptr, R, M, n_mblocks,
              tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=m < M)
 
 
-@functools.lru_cache(maxsize=256)
+@plan_cache
 def _sum_rows_launch(a: int, r: int, m: int) -> Tuple[Launch, int]:
     block_m = min(next_power_of_2(m), 128)
     block_r = min(next_power_of_2(r), max(1, _SUM_ELEMENTS // block_m))

@@ -102,7 +102,6 @@ replaces took 106 and 96 KiB); no variant spills (tests/test_kernels_compile.py)
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Tuple
 
 import torch
@@ -110,7 +109,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled
-from ._common import Launch, cdiv, next_power_of_2, on_input_device, resident_grid
+from ._common import Launch, cdiv, next_power_of_2, on_input_device, plan_cache, resident_grid
 
 # Resident programs per SM of the normalised sum (4 warps; PREDICTION from its registers, a
 # few dozen per thread): 4 x 8 KiB of bfloat16 loads in flight per SM. And its grid in the
@@ -153,7 +152,7 @@ def gram_storage_shape(B, C: int, dtype: torch.dtype) -> tuple:
     return (B, *_storage_tiles(int(C), MAX_BLOCK))
 
 
-@functools.lru_cache(maxsize=None)
+@plan_cache
 def _storage_tiles(C: int, max_block: int) -> tuple:
     """(T, SB, SB) of gram_storage_shape (max_block: MAX_BLOCK, which tests lower)."""
     block = storage_block(C)
@@ -621,7 +620,7 @@ class _Plan(NamedTuple):
     npb: int
 
 
-@functools.lru_cache(maxsize=None)
+@plan_cache
 def _plan(C: int, P: int, dtype: torch.dtype, strides: tuple, precision: str,
           max_block: int) -> _Plan:
     gram = gram_config(C, P, dtype, strides, precision, max_block)

@@ -506,7 +506,7 @@ def dot_cossim_forward(acts: torch.Tensor, vec: torch.Tensor, cossim_pow: float,
     if channels == 0:
         return out.zero_()
     launch, args = _forward_plan(_described(acts), vec.shape, _vec_strides(vec), bool(angled),
-                                 cossim_pow != 0, plan_key(acts.device))
+                                 cossim_pow != 0, plan_key())
     launch(_dot_cossim_fwd_kernel, acts, vec, out, *args, float(eps), float(cossim_pow))
     return out
 
@@ -573,7 +573,7 @@ def dot_cossim_backward(acts: torch.Tensor, vec: torch.Tensor, grad: torch.Tenso
     launch, mode, partial_shape, args = _backward_plan(
         _described(acts), vec.shape, _vec_strides(vec), grad.stride(), grad_acts.stride(),
         grad_vec.stride() if vec_grad else None, bool(angled), cossim_pow != 0,
-        plan_key(acts.device))
+        plan_key())
     partial = None
     if partial_shape is not None:
         partial = torch.empty(partial_shape, dtype=torch.float32, device=acts.device)

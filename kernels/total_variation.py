@@ -438,8 +438,7 @@ def total_variation_forward(x: torch.Tensor,
         raise ValueError(f"total_variation needs rank >= 2, got shape {tuple(x.shape)}")
     if x.numel() == 0:
         return torch.zeros((), dtype=out_dtype, device=x.device)
-    how, launch, args = _forward_plan(x.shape, x.stride(), x.dtype, x.device,
-                                             plan_key(x.device))
+    how, launch, args = _forward_plan(x.shape, x.stride(), x.dtype, x.device, plan_key())
     x = x.contiguous() if how == "copy" else _seen(x, how)
     partial = torch.empty((1, launch.grid[0], 1), dtype=torch.float32, device=x.device)
     launch(_tv_forward_kernel, x, partial, *args)
@@ -461,7 +460,7 @@ def total_variation_backward(x: torch.Tensor, grad: torch.Tensor) -> torch.Tenso
     if x.numel() == 0:
         return result
     how, launch, args = _backward_plan(x.shape, x.stride(), result.stride(), x.dtype, x.device,
-                                       plan_key(x.device))
+                                       plan_key())
     if how == "copy":  # rare layouts: the kernel writes a contiguous buffer, copied back
         xv = x.contiguous()
         ov = torch.empty_like(xv)
