@@ -188,8 +188,12 @@ DIRECT_LAUNCH_ENV = "FASTOBJ_DIRECT_LAUNCH"
 def _direct_launch_supported() -> bool:
     """Whether launch_compiled may call compiled kernels directly: for the Triton versions
     whose launch convention the test checks (3.6 and 3.9, and those between), unless
-    FASTOBJ_DIRECT_LAUNCH=0 asks for Triton's own path on every launch."""
-    if os.environ.get(DIRECT_LAUNCH_ENV, "1").strip() == "0":
+    FASTOBJ_DIRECT_LAUNCH=0 asks for Triton's own path on every launch (1 or unset: the
+    default; any other value is refused)."""
+    setting = os.environ.get(DIRECT_LAUNCH_ENV, "").strip()
+    if setting not in ("", "0", "1"):
+        raise ValueError(f"{DIRECT_LAUNCH_ENV} must be 0 or 1, got {setting!r}")
+    if setting == "0":
         return False
     major, minor = (int(part) for part in triton.__version__.split(".")[:2])
     return (3, 6) <= (major, minor) <= (3, 9)

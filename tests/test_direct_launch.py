@@ -64,3 +64,12 @@ def test_direct_launch_can_be_switched_off():
                          capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "False"
+
+
+def test_direct_launch_setting_is_checked():
+    """A value other than 0 or 1 is refused with an error that names the variable."""
+    env = dict(os.environ, FASTOBJ_DIRECT_LAUNCH="off")
+    run = subprocess.run([sys.executable, "-c", "import fastobj.kernels._common"],
+                         capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
+    assert run.returncode != 0
+    assert "ValueError: FASTOBJ_DIRECT_LAUNCH must be 0 or 1, got 'off'" in run.stderr
