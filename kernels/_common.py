@@ -236,7 +236,8 @@ def launch_compiled(kernel, grid: Tuple[int, ...], args: tuple, kwargs: Dict[str
     if not DIRECT_LAUNCH or type(kernel) is not JITFunction:
         kernel[grid](*args, **kwargs)
         return
-    device = driver.active.get_current_device()
+    active = driver.active
+    device = active.get_current_device()
     key = (id(kernel), options_key, device, _specializations(args))
     entry = _compiled.get(key)
     if entry is None:
@@ -253,12 +254,22 @@ def launch_compiled(kernel, grid: Tuple[int, ...], args: tuple, kwargs: Dict[str
             _compiled[key] = (compiled, tail)
         return
     compiled, tail = entry
-    stream = driver.active.get_current_stream(device)
+    stream = active.get_current_stream(device)
     bound = args + tail
     grid = grid + (1,) * (3 - len(grid))
+    enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+    # The launch metadata is what the launch hooks receive; with no hook registered (Triton's
+    # hook chains empty, the usual case) nothing reads it, and it is not built.
+    metadata = (compiled.launch_metadata(grid, stream, *bound)
+                if _hooked(enter) or _hooked(leave) else None)
     compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
-                 compiled.launch_metadata(grid, stream, *bound),
-                 knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *bound)
+                 metadata, enter, leave, *bound)
+
+
+def _hooked(hook) -> bool:
+    """Whether a Triton launch hook will call anything: a non-empty hook chain (Triton 3.6 to
+    3.9), or a plain callable set in its place."""
+    return hook is not None and bool(getattr(hook, "calls", True))
 
 
 def needs_int64(*tiles) -> bool:

@@ -3,7 +3,9 @@ of the kernel paths, on small CPU tensors with Triton compiling for sm_90 and la
 (benchmarks/host_cost.py's fake driver), recorded twice: the first call goes through Triton's
 JITFunction.run, the repeat through the compiled kernel directly (_common.launch_compiled).
 Prints one JSON object: the Triton version and, per case, whether the repeat passed the
-launcher what Triton passed it (same compiled kernel, grid, stream, metadata and arguments)."""
+launcher what Triton passed it (same compiled kernel, grid, stream, hooks and arguments), both
+with no launch hook registered (the launch metadata, which only hooks read, is then not built
+on the direct path) and with one registered (the metadata's contents compared too)."""
 import json
 import os
 import sys
@@ -19,9 +21,13 @@ from fastobj.benchmarks import host_cost  # noqa: E402
 from fastobj.kernels import _common  # noqa: E402
 
 
-def comparable(launch):
+METADATA = 6  # the launcher's arguments: grid (3), stream, function, packed metadata, then this
+
+
+def comparable(launch, hooked):
     """A recorded launch with tensors replaced by (dtype, shape, strides, storage offset) and
-    the launch metadata (Triton's LazyDict for launch hooks) by its contents."""
+    the launch metadata (Triton's LazyDict, which only launch hooks read) by its contents, or,
+    with no hook registered, by a placeholder."""
     launcher, args = launch
 
     def value(a):
@@ -30,14 +36,29 @@ def comparable(launch):
         if type(a).__name__ == "LazyDict":
             return sorted(a.get().items())
         return a
-    return (id(launcher),) + tuple(map(value, args))
+    values = list(map(value, args))
+    if not hooked:
+        values[METADATA] = "unread"
+    return (id(launcher),) + tuple(values)
 
 
-def record(step):
+def record(step, hooked=False):
     host_cost._FakeLauncher.record = []
     step()
     launches, host_cost._FakeLauncher.record = host_cost._FakeLauncher.record, None
-    return [comparable(launch) for launch in launches]
+    return [comparable(launch, hooked) for launch in launches]
+
+
+def hooked_launches(step):
+    """(first, repeat) recordings of step with a launch hook registered."""
+    def hook(metadata):
+        pass
+    triton.knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        _common._compiled.clear()
+        return record(step, hooked=True), record(step, hooked=True)
+    finally:
+        triton.knobs.runtime.launch_enter_hook.remove(hook)
 
 
 def misaligned(shape, dtype=torch.float32):
@@ -82,8 +103,10 @@ def main():
         _common._compiled.clear()
         first = record(step)  # every launch through JITFunction.run (compiling on first use)
         repeat = record(step)  # every launch through the compiled kernel
-        results[name] = {"launches": len(first), "same": first == repeat,
-                         "direct": len(_common._compiled)}
+        direct = len(_common._compiled)
+        first_hooked, repeat_hooked = hooked_launches(step)
+        results[name] = {"launches": len(first), "same": first == repeat, "direct": direct,
+                         "same with a hook": first_hooked == repeat_hooked}
     # The check can fail: with a key blind to alignment, the misaligned input after the aligned
     # one gets the aligned input's compiled kernel, which Triton would not have chosen.
     blind = _common._specializations
