@@ -141,10 +141,13 @@ class Case:
                 module.dot_cossim_backward(acts, vec, grad, cossim_pow, 1e-8, angled, vec_grad)
             else:
                 (feats,) = args
-                _, _, norms, grams = module.diversity_sums_forward(feats, 1e-12)
+                sums, _, norms, grams = module.diversity_sums_forward(feats, 1e-12)
                 c = feats.shape[1]
                 module.diversity_sums_backward(feats, norms, grams, torch.ones(c, c),
                                                torch.ones(()), 1e-12)
+                # the eager objective's backward: A formed from S, u in feats' dtype
+                module.diversity_value_backward(feats, norms, grams, sums,
+                                                torch.ones((), dtype=feats.dtype), 1e-12)
 
 
 def cases() -> List[Case]:

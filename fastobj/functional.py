@@ -186,11 +186,12 @@ def diversity_sums(feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 class _DiversityEager(torch.autograd.Function):
     """The eager kernel path of :func:`diversity`: the Gram sums and their closed-form value in
-    one autograd node. Built from the sums' op implementations, it saves the value's five torch
+    one autograd node. Built from the sums' op implementation, it saves the value's five torch
     ops and their five backward nodes on every step (about a third of the call's host time);
     under torch.compile, :func:`diversity` calls the sums' op and Dynamo traces the value.
 
-    With value v = (sq - ‖S‖²)/B and upstream gradient u: ∂v/∂S = -2uS/B, ∂v/∂sq = u/B."""
+    With value v = (sq - ‖S‖²)/B and upstream gradient u: ∂v/∂S = -2uS/B, ∂v/∂sq = u/B, which
+    the backward kernels form from S and u themselves (kernels.diversity_value_backward)."""
 
     @staticmethod
     def forward(ctx, feats):
@@ -200,9 +201,9 @@ class _DiversityEager(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        from .kernels import diversity as kernels
         feats, norms, grams, sums = ctx.saved_tensors
-        grad_sq = grad.to(sums.dtype) / feats.shape[0]
-        return _diversity_sums_backward_impl(feats, norms, grams, sums * (-2 * grad_sq), grad_sq)
+        return kernels.diversity_value_backward(feats, norms, grams, sums, grad, GRAM_NORM_EPS)
 
 
 def diversity(feats: torch.Tensor) -> torch.Tensor:

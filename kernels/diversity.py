@@ -54,7 +54,8 @@ forward, 3 launches
   3. ``_finish_sums_kernel``        one program per (upper tile, block of its rows): Σ over
                                     the splits in order, stored into S (C x C, float32) with
                                     its mirror; program 0 sums sq's parts.
-backward, 2 launches (and A = Γ + Γᵀ in torch)
+backward, 2 launches (and A = Γ + Γᵀ in torch; for Diversity's own value, Γ = -2γ·S, the
+kernels read S and scale it: diversity_value_backward)
   1. ``_cotangent_partials_kernel`` one program per (sample, upper tile): w·<A tile, G tile>
                                     and max|A tile|.
   2. ``_w_times_f_kernel``          grad F_b = W_b F_b, one program per (sample, row block,
@@ -374,15 +375,16 @@ def _finish_sums_kernel(spart_ptr, sqpart_ptr, s_ptr, sq_ptr, C, NT, SPLITS, E,
 @triton.jit
 def _cotangent_partials_kernel(g_ptr, a_ptr, dot_ptr, amax_ptr, C, NT, T,
                                SB: tl.constexpr, ROWS: tl.constexpr):
-    """Partials of <A, G_b> and of max|A|, read from the packed Grams.
+    """Partials of <M, G_b> and of max|M|, read from the packed Grams; M is A, or S where the
+    W·F kernel forms A = c·S (see _sample_coefficients, which applies c).
 
-    Grid (B·T,): program b·T + t reads packed tile t of G_b and the same tile of A, ROWS rows
-    at a time, and writes w·<A tile, G tile> (w = 2 off the diagonal, 1 on it) to dot[b, t],
-    so Σ_t dot[b, t] = <A, G_b> (A and G_b symmetric), and max|A tile| to amax[b, t] (every
-    sample gets the same values: max_t amax[b, t] = max|A|, without a separate pass).
+    Grid (B·T,): program b·T + t reads packed tile t of G_b and the same tile of M, ROWS rows
+    at a time, and writes w·<M tile, G tile> (w = 2 off the diagonal, 1 on it) to dot[b, t],
+    so Σ_t dot[b, t] = <M, G_b> (M and G_b symmetric), and max|M tile| to amax[b, t] (every
+    sample gets the same values: max_t amax[b, t] = max|M|, without a separate pass).
 
     Buffers: g (B, T, SB, SB) contiguous, the storage dtype; a (C, C) float32 contiguous,
-    symmetric; dot and amax (B, T) float32.
+    symmetric (M); dot and amax (B, T) float32.
     Cost: bytes read B·T·SB²·st of G (HBM) and 4·B·T·SB² of A (L2); 3·B·T·SB² FLOPs.
     """
     pid = tl.program_id(0)
@@ -405,13 +407,16 @@ def _cotangent_partials_kernel(g_ptr, a_ptr, dot_ptr, amax_ptr, C, NT, T,
 
 
 @triton.jit
-def _sample_coefficients(dot_ptr, amax_ptr, norms_ptr, grad_sq_ptr, b, T, eps, sigma_floor,
-                         BLOCK_T: tl.constexpr):
-    """(1/σ, κ/(n·σ), σ/n) of sample b, so that W_b = (σ/n)·(A/σ - κ/(n·σ)·G_b).
+def _sample_coefficients(dot_ptr, amax_ptr, norms_ptr, grad_sq_ptr, grad_sq_scale, b, T, eps,
+                         sigma_floor, BLOCK_T: tl.constexpr, A_FROM_S: tl.constexpr):
+    """(c/σ, κ/(n·σ), σ/n) of sample b, so that W_b = (σ/n)·(c·M/σ - κ/(n·σ)·G_b), A = c·M.
 
-    n = max(norms_b, eps); κ = Σ_t dot[b, t] / n (in t order) if norms_b >= eps, else
-    -4·grad_sq; σ = max(max_t amax[b, t] + |κ|, sigma_floor), a bound on |A - κ g_b|
-    entrywise since |g_b| <= 1. Every program of sample b computes the same bits.
+    M is the matrix the partials were taken of: A itself (c = 1), or S when A_FROM_S (the
+    cotangents of Diversity's own value: Γ = -2γ·S, so c = -4γ). γ = grad_sq[0]·grad_sq_scale,
+    read in float32 (grad_sq may be 16-bit: the value's upstream gradient, scale 1/B).
+    n = max(norms_b, eps); κ = c·Σ_t dot[b, t] / n (in t order) if norms_b >= eps, else -4γ;
+    σ = max(|c|·max_t amax[b, t] + |κ|, sigma_floor), a bound on |A - κ g_b| entrywise since
+    |g_b| <= 1. Every program of sample b computes the same bits.
     """
     ts = tl.arange(0, BLOCK_T)
     dot = tl.zeros((BLOCK_T,), dtype=tl.float32)
@@ -423,9 +428,14 @@ def _sample_coefficients(dot_ptr, amax_ptr, norms_ptr, grad_sq_ptr, b, T, eps, s
         amax = tl.maximum(amax, tl.load(amax_ptr + row + t0 + ts, mask=in_t, other=0.0))
     norm = tl.load(norms_ptr + b)
     n = tl.maximum(norm, eps)
-    kappa = tl.where(norm >= eps, tl.sum(dot, axis=0) / n, -4.0 * tl.load(grad_sq_ptr))
-    sigma = tl.maximum(tl.max(amax, axis=0) + tl.abs(kappa), sigma_floor)
-    return 1.0 / sigma, kappa / (n * sigma), sigma / n
+    grad_sq = tl.load(grad_sq_ptr).to(tl.float32) * grad_sq_scale
+    if A_FROM_S:
+        c = -4.0 * grad_sq
+    else:
+        c = 1.0
+    kappa = tl.where(norm >= eps, c * tl.sum(dot, axis=0) / n, -4.0 * grad_sq)
+    sigma = tl.maximum(tl.abs(c) * tl.max(amax, axis=0) + tl.abs(kappa), sigma_floor)
+    return c / sigma, kappa / (n * sigma), sigma / n
 
 
 @triton.jit
@@ -468,8 +478,9 @@ def _w_times_f_steps(acc, k_start, k_end, tr, g_sample, a_ptr, f_cols, rows, c_a
 @triton.jit
 def _w_times_f_kernel(g_ptr, a_ptr, f_ptr, dot_ptr, amax_ptr, norms_ptr, grad_sq_ptr, out_ptr,
                       C, P, stride_b, stride_c, stride_p, NM, NP, NT, T, eps, sigma_floor,
-                      SB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_K: tl.constexpr, BLOCK_T: tl.constexpr, PRECISION: tl.constexpr):
+                      grad_sq_scale, SB: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_T: tl.constexpr,
+                      PRECISION: tl.constexpr, A_FROM_S: tl.constexpr):
     """out_b = W_b F_b, the gradient of sample b, W_b formed tile by tile in registers.
 
     Grid (B·NM·NP,), NM = cdiv(C, BLOCK_M), NP = cdiv(P, BLOCK_N): program (b, m, p), p
@@ -478,11 +489,13 @@ def _w_times_f_kernel(g_ptr, a_ptr, f_ptr, dot_ptr, amax_ptr, norms_ptr, grad_sq
     the steps left of the diagonal tile row read the mirrored stored tiles transposed, the
     others the stored tiles (_w_times_f_steps). W is rounded to F's dtype (16-bit operands
     for 16-bit inputs), the product accumulated in float32 and scaled by σ_b / n_b.
-    BLOCK_M and BLOCK_K divide SB.
+    BLOCK_M and BLOCK_K divide SB. a holds A, or S when A_FROM_S (A = -4γ·S; see
+    _sample_coefficients).
 
     Buffers: g (B, T, SB, SB) contiguous, the storage dtype; a (C, C) float32 contiguous; f
     (B, C, P) any strides; dot and amax (B, T) float32 (_cotangent_partials_kernel); norms
-    (B,) float32; grad_sq () float32; out (B, C, P) contiguous, F's dtype.
+    (B,) float32; grad_sq () any float dtype (γ = grad_sq·grad_sq_scale); out (B, C, P)
+    contiguous, F's dtype.
     Cost: FLOPs 2·B·C²·P (+ ≈ 3·B·C²·NP forming W); bytes read B·T·SB²·st·NP +
     4·C²·B·NP + B·C·P·elt·NM (L2; HBM at least B·T·SB²·st + B·C·P·elt), written B·C·P·elt.
     """
@@ -493,8 +506,9 @@ def _w_times_f_kernel(g_ptr, a_ptr, f_ptr, dot_ptr, amax_ptr, norms_ptr, grad_sq
     rows = row0 + tl.arange(0, BLOCK_M)
     cols = (rest % NP) * BLOCK_N + tl.arange(0, BLOCK_N)
     in_cols = (cols < P)[None, :]
-    c_a, c_g, c_out = _sample_coefficients(dot_ptr, amax_ptr, norms_ptr, grad_sq_ptr, b, T, eps,
-                                           sigma_floor, BLOCK_T)
+    c_a, c_g, c_out = _sample_coefficients(dot_ptr, amax_ptr, norms_ptr, grad_sq_ptr,
+                                           grad_sq_scale, b, T, eps, sigma_floor, BLOCK_T,
+                                           A_FROM_S)
     tr = row0 // SB
     g_sample = g_ptr + b.to(tl.int64) * T * (SB * SB)
     f_cols = f_ptr + b.to(tl.int64) * stride_b + cols.to(tl.int64)[None, :] * stride_p
@@ -615,7 +629,8 @@ class _Plan(NamedTuple):
     sum_blocks: int
     finish: Launch           # _finish_sums_kernel, grid set
     cotangent: Launch        # _cotangent_partials_kernel, grid B·tiles
-    apply: Launch            # _w_times_f_kernel, grid B·nm·npb
+    apply: Launch            # _w_times_f_kernel, grid B·nm·npb (A given)
+    apply_from_s: Launch     # the same, A formed from S (A_FROM_S)
     nm: int
     npb: int
 
@@ -630,7 +645,7 @@ def _plan(C: int, P: int, dtype: torch.dtype, strides: tuple, precision: str,
     entries = tiles * store * store
     rows = min(store, _TILE_ELEMENTS // store)
     apply = apply_config(C, P, dtype, strides, precision, max_block)
-    apply = apply.with_constexprs(BLOCK_T=_pow2_clamp(tiles, 1, 32))
+    apply = apply.with_constexprs(BLOCK_T=_pow2_clamp(tiles, 1, 32), A_FROM_S=False)
     # The normalised sum reads the norm partials 16 at a time: at 32 (T·SUBS² = 160 partials
     # of a float32 layout with sub-tiles) it spilled 4 bytes on sm_90a under Triton 3.6.
     return _Plan(
@@ -640,7 +655,8 @@ def _plan(C: int, P: int, dtype: torch.dtype, strides: tuple, precision: str,
         cdiv(entries, _SUM_BLOCK),
         Launch((tiles * (store // rows),), dict(SB=store, ROWS=rows), num_warps=4),
         Launch((), dict(SB=store, ROWS=rows), num_warps=4),
-        apply, cdiv(C, apply.constexprs["BLOCK_M"]), cdiv(P, apply.constexprs["BLOCK_N"]))
+        apply, apply.with_constexprs(A_FROM_S=True), cdiv(C, apply.constexprs["BLOCK_M"]),
+        cdiv(P, apply.constexprs["BLOCK_N"]))
 
 
 def _sum_splits(samples: int, blocks: int, device: torch.device) -> int:
@@ -720,6 +736,31 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grams: tor
     (F read, the gradient written). Memory: two (B, T) float32 partials; no C x C buffer
     per sample.
     """
+    grad_S = _float32(grad_S)
+    a_sym = (grad_S + grad_S.mT).contiguous()  # A = Γ + Γᵀ
+    return _backward(feats, norms, grams, a_sym, _float32(grad_sq), 1.0, False, eps)
+
+
+@on_input_device
+def diversity_value_backward(feats: torch.Tensor, norms: torch.Tensor, grams: torch.Tensor,
+                             sums: torch.Tensor, grad_value: torch.Tensor, eps: float
+                             ) -> torch.Tensor:
+    """Gradient w.r.t. feats of Diversity's value v = (sq - ‖S‖²_F) / B for its 0-dim upstream
+    gradient grad_value (feats' dtype or float32), with S = sums from the forward: the
+    cotangents are γ = grad_value / B and Γ = -2γ·S, so A = -4γ·S, which the kernels form from
+    S and grad_value themselves (no torch op between the forward and the two launches).
+    Otherwise as diversity_sums_backward."""
+    if sums.dtype != torch.float32 or not sums.is_contiguous():
+        raise ValueError(f"sums must be the forward's contiguous float32 S, got {sums.dtype}")
+    return _backward(feats, norms, grams, sums, grad_value, 1.0 / max(feats.shape[0], 1), True,
+                     eps)
+
+
+def _backward(feats: torch.Tensor, norms: torch.Tensor, grams: torch.Tensor, a: torch.Tensor,
+              grad_sq: torch.Tensor, grad_sq_scale: float, a_from_s: bool, eps: float
+              ) -> torch.Tensor:
+    """The two backward launches: a is A (float32, symmetric, contiguous) or S (a_from_s);
+    γ = grad_sq·grad_sq_scale (see _sample_coefficients)."""
     _check_feats(feats)
     B, C, P = feats.shape
     shape, dtype = gram_storage_shape(B, C, feats.dtype), gram_storage_dtype(feats.dtype)
@@ -731,16 +772,14 @@ def diversity_sums_backward(feats: torch.Tensor, norms: torch.Tensor, grams: tor
         return grad
     f32 = dict(dtype=torch.float32, device=feats.device)
     plan = _plan(C, P, feats.dtype, feats.stride(), _dot_precision(feats), MAX_BLOCK)
-    grad_S = _float32(grad_S)
-    a_sym = (grad_S + grad_S.mT).contiguous()  # A = Γ + Γᵀ
     dot = torch.empty((B, plan.tiles), **f32)
     amax = torch.empty((B, plan.tiles), **f32)
-    plan.cotangent.on((B * plan.tiles,))(_cotangent_partials_kernel, grams, a_sym, dot, amax,
+    plan.cotangent.on((B * plan.tiles,))(_cotangent_partials_kernel, grams, a, dot, amax,
                                          C, plan.nt, plan.tiles)
-    plan.apply.on((B * plan.nm * plan.npb,))(
-        _w_times_f_kernel, grams, a_sym, feats, dot, amax, _float32(norms), _float32(grad_sq),
+    (plan.apply_from_s if a_from_s else plan.apply).on((B * plan.nm * plan.npb,))(
+        _w_times_f_kernel, grams, a, feats, dot, amax, _float32(norms), grad_sq,
         grad, C, P, *feats.stride(), plan.nm, plan.npb, plan.nt,
-        plan.tiles, eps, _SIGMA_FLOOR)
+        plan.tiles, eps, _SIGMA_FLOOR, grad_sq_scale)
     return grad
 
 # --------------------------------------------------------------------------------------------

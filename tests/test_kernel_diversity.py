@@ -359,6 +359,36 @@ def test_diversity_backward_through_functional():
     assert_close(feats.grad, f64.grad, TOL[torch.float32], "grad")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_diversity_value_backward_forms_its_cotangents_from_S(small_tiles, dtype):
+    """The eager Diversity backward (kernels read S and the value's upstream gradient u, A =
+    -4u/B·S) against float64 autograd of the reference value: several tiles with mirrored
+    reads, an all-zero sample (κ = -4γ there), u other than 1 and in feats' dtype."""
+    feats = torch.randn(4, 33, 21).to(dtype)
+    feats[2] = 0
+    feats.requires_grad_()
+    upstream = torch.tensor(-1.3, dtype=dtype)
+    with use_backend("triton"):
+        value = fn.diversity(feats)
+        (grad,) = torch.autograd.grad(value, feats, upstream)
+    f64 = feats.detach().to(torch.float64).requires_grad_()
+    expected = fn.diversity_ref(f64)
+    (expected_grad,) = torch.autograd.grad(expected, f64, upstream.to(torch.float64))
+    assert value.dtype == dtype and grad.dtype == dtype
+    assert_close(value.detach(), expected.detach(), TOL[dtype], "value")
+    assert_close(grad, expected_grad, TOL[dtype], "grad")
+    assert torch.equal(grad[2], torch.zeros_like(grad[2]))
+
+
+def test_diversity_value_backward_checks_sums():
+    feats = torch.randn(2, 5, 7)
+    with use_backend("triton"):
+        _, _, norms, grams = kd.diversity_sums_forward(feats, EPS)
+        with pytest.raises(ValueError, match="sums must be the forward's contiguous float32 S"):
+            kd.diversity_value_backward(feats, norms, grams, torch.ones(5, 5).mT[:, :4],
+                                        torch.tensor(1.0), EPS)
+
+
 def test_diversity_sums_backward_through_functional(small_tiles):
     feats = torch.randn(3, 20, 20, requires_grad=True)
     grad_S, grad_sq = cotangents(20, feats.device)
