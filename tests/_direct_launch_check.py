@@ -20,7 +20,6 @@ from fastobj import functional as Fn  # noqa: E402
 from fastobj.benchmarks import host_cost  # noqa: E402
 from fastobj.kernels import _common  # noqa: E402
 
-
 METADATA = 6  # the launcher's arguments: grid (3), stream, function, packed metadata, then this
 
 
