@@ -65,6 +65,9 @@ def _launcher_calls():
         ("diversity_sums_backward", lambda: kd.diversity_sums_backward(
             feats, norms, torch.zeros(kd.gram_storage_shape(3, 7, feats.dtype)), torch.randn(7, 7),
             torch.tensor(0.5), 1e-12)),
+        ("diversity_value_backward", lambda: kd.diversity_value_backward(
+            feats, norms, torch.zeros(kd.gram_storage_shape(3, 7, feats.dtype)), torch.randn(7, 7),
+            torch.tensor(0.5), 1e-12)),
     ]
 
 

@@ -226,7 +226,7 @@ KERNEL_LAUNCHERS = {
     "TotalVariation": ("fastobj.kernels.total_variation", "total_variation_forward",
                        "total_variation_backward"),
     "Diversity": ("fastobj.kernels.diversity", "diversity_sums_forward",
-                  "diversity_sums_backward"),
+                  "diversity_value_backward"),  # the objective's own value: A formed from S
 }
 DOT_COSSIM = ("fastobj.kernels.dot_cossim", "dot_cossim_forward", "dot_cossim_backward")
 
