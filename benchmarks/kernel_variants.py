@@ -25,7 +25,10 @@ per group, no compilation) or ``... warm 90`` (compile for one capability, one J
 variant as it finishes, exit status 1 if any failed). Options: ``--sms N`` (grids for N SMs),
 ``--preset NAME`` (the bench preset whose points come first; default gpu; none: only the
 library's cases, as the AOT tier compiles them), ``--limit N``
-(compile only the first N variants: the CPU rehearsal).
+(compile only the first N variants: the CPU rehearsal). ``... occupancy 90`` compiles the W·F
+kernel of the headline Diversity point under each tile configuration of WF_CONFIGS and prints
+its registers, spills, shared memory and resident programs per SM, one JSON line each: the
+static half of choosing its tiles (the other half, their time, needs the GPU).
 """
 from __future__ import annotations
 
@@ -66,13 +69,14 @@ class _Recorder:
 def recording(sm_count: int = H200_SMS):
     """Within the block, every ``*_kernel`` of fastobj.kernels records its launches into the
     list this yields, and grids are sized for `sm_count` SMs."""
-    import triton
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
     records: list = []
     saved = []
     for name in MODULES:
         module = importlib.import_module(f"fastobj.kernels.{name}")
-        for attr, value in vars(module).items():
-            if attr.endswith("_kernel") and isinstance(value, triton.runtime.jit.JITFunction):
+        for attr, value in vars(module).items():  # compiled, or in the interpreter
+            if attr.endswith("_kernel") and isinstance(value, (JITFunction, InterpretedFunction)):
                 saved.append((module, attr, value))
     previous = os.environ.get("FASTOBJ_SM_COUNT")
     os.environ["FASTOBJ_SM_COUNT"] = str(sm_count)
@@ -306,6 +310,10 @@ def record(groups=GROUPS, sm_count: int = H200_SMS, preset: Optional[str] = "gpu
             with recording(sm_count) as records:
                 case.launch(meta_tensor)
             out[case.group].append((case.label, list(records)))
+            if case.label == WF_POINT and "diversity" in groups:  # the profile phase times them
+                out["diversity"].append(("W·F tiles " + case.label,
+                                         [with_tiles(wf_record(records), config)
+                                          for config in WF_CONFIGS]))
     return out
 
 
@@ -449,6 +457,84 @@ def compile_all(capabilities, with_report=True, workers=None, recorded=None, lim
         yield from map(_compile_one, jobs)
 
 
+# --------------------------------------------------------------------------------------------
+# Occupancy of the W·F kernel under other tile configurations.
+# --------------------------------------------------------------------------------------------
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of the W·F kernel weighed against the
+# launcher's own (128, 128, 64, 8, 3 for bfloat16 at C = 512): shorter K steps, fewer stages,
+# half tiles.
+WF_CONFIGS = ((128, 128, 64, 8, 2), (128, 128, 32, 8, 3), (128, 128, 32, 8, 2),
+              (128, 64, 32, 4, 3), (64, 128, 64, 4, 3), (64, 128, 32, 4, 3))
+# The bench point whose W·F kernel they are weighed at (the `gpu` preset's headline): the
+# GPU check's warm phase compiles its W·F launch under each, and its profile phase times them.
+WF_POINT = "bench diversity 1024x512x28x28 bfloat16"
+# Per SM of sm_90 (H100, H200): 32-bit registers, shared memory in bytes, resident warps.
+_SM90 = {"registers": 65536, "shared": 233472, "warps": 64, "programs": 32}
+
+
+def resident_programs(registers: int, shared: int, num_warps: int) -> int:
+    """Programs of one kernel an sm_90 SM holds at once: registers are allocated per warp in
+    units of 256, and each program has 1 KiB of shared memory reserved besides its own."""
+    per_warp = -(-registers * 32 // 256) * 256
+    return min(_SM90["registers"] // (per_warp * num_warps),
+               _SM90["shared"] // (shared + 1024), _SM90["warps"] // num_warps,
+               _SM90["programs"])
+
+
+def wf_record(records: list):
+    """The W·F launch among a Diversity case's records: the last (the eager objective's
+    backward, A formed from S)."""
+    return [r for r in records if r[0].__name__ == "_w_times_f_kernel"][-1]
+
+
+def wf_config(record) -> tuple:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of a W·F record."""
+    kwargs = record[3]
+    return (kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["BLOCK_K"], kwargs["num_warps"],
+            kwargs["num_stages"])
+
+
+def with_tiles(record, config: tuple):
+    """A W·F record under another tile configuration (one of WF_CONFIGS): the constexprs and
+    options replaced, and its row- and column-block counts (NM, NP) and grid recomputed.
+    BLOCK_M and BLOCK_K must divide the storage tile SB."""
+    kernel, grid, args, kwargs = record
+    block_m, block_n, block_k, warps, stages = config
+    names = kernel.arg_names[:len(args)]
+    values = dict(zip(names, args))
+    if kwargs["SB"] % block_m or kwargs["SB"] % block_k:
+        raise ValueError(f"W·F tiles {config} do not divide the storage tile {kwargs['SB']}")
+    samples = grid[0] // (values["NM"] * values["NP"])
+    values["NM"], values["NP"] = -(-values["C"] // block_m), -(-values["P"] // block_n)
+    kwargs = dict(kwargs, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
+                  num_stages=stages)
+    return (kernel, (samples * values["NM"] * values["NP"],), tuple(values[n] for n in names),
+            kwargs)
+
+
+def occupancy(capability: int, limit: Optional[int] = None):
+    """Rows of registers, spills, shared memory and resident programs per SM of the W·F kernel
+    at the headline Diversity point (bfloat16, 1024x512x28x28, the eager objective's backward):
+    first under the launcher's configuration ("launcher": true), then under each other one of
+    WF_CONFIGS (the first `limit` rows only, when given)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    case = next(c for c in bench_cases("gpu") if c.label == WF_POINT)
+    with recording() as records:
+        case.launch(meta_tensor)
+    record = wf_record(records)
+    own = wf_config(record)
+    configs = [own] + [config for config in WF_CONFIGS if config != own]
+    for config in configs[:limit]:
+        _, src, options = compile_input(with_tiles(record, config), capability)
+        compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32), options=options)
+        info = _ptxas_report(compiled.asm["ptx"], capability)
+        shared = compiled.metadata.shared + info["static_smem"]
+        yield dict(info, config=list(config), launcher=config == own, shared=shared,
+                   resident=resident_programs(info["registers"], shared, config[3]))
+
+
 def _options(args):
     """(--sms, --preset, --limit, the rest) of the command line."""
     values = {"--sms": str(H200_SMS), "--preset": "gpu", "--limit": None}
@@ -488,8 +574,12 @@ def main(argv):
         if failed:
             print(f"{failed} kernel variant(s) failed to compile", file=sys.stderr)
             raise SystemExit(1)
+    elif command == "occupancy":  # the W·F kernel under WF_CONFIGS, one JSON line each
+        for row in occupancy(capabilities[0], limit):
+            print(json.dumps(row), flush=True)
     else:
-        raise SystemExit(f"unknown command {command!r}: count, report CC..., warm CC...")
+        raise SystemExit(f"unknown command {command!r}: count, report CC..., warm CC..., "
+                         "occupancy CC")
 
 
 if __name__ == "__main__":

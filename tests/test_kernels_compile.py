@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fastobj.benchmarks.kernel_variants import MODULES
 
@@ -106,3 +107,34 @@ def test_kernels_compile_under_triton_3_6():
     assert report["triton"].startswith("3.6"), report["triton"]
     for group in GROUPS:
         check_rows([r for r in report["rows"] if r["group"] == group], group, (90,))
+
+
+def test_resident_programs_counts_registers_and_shared_memory():
+    """sm_90's limits: registers per warp rounded up to 256, 1 KiB reserved per program."""
+    from fastobj.benchmarks.kernel_variants import resident_programs
+    assert resident_programs(179, 163840, 8) == 1  # registers and shared memory both bind
+    assert resident_programs(128, 49152, 8) == 2   # 8 warps x 4096 registers: half the file
+    assert resident_programs(129, 49152, 8) == 1   # 129 x 32 rounds up to 4352 per warp
+    assert resident_programs(32, 114688, 4) == 2   # 2 x (112 + 1) KiB fit in 228 KiB
+    assert resident_programs(32, 118784, 4) == 1   # 2 x (116 + 1) KiB do not
+    assert resident_programs(16, 0, 1) == 32       # the cap on programs per SM
+
+
+def test_occupancy_of_the_w_times_f_configurations():
+    """The occupancy command compiles the headline W·F kernel under other tiles; its first row
+    is the launcher's own configuration (apply_config's), which fits one program per SM
+    without a spill."""
+    from fastobj.kernels import diversity as kd
+    own = kd.apply_config(512, 784, torch.bfloat16, (401408, 784, 1), "tf32", kd.MAX_BLOCK)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TRITON_INTERPRET", "FASTOBJ_SM_COUNT")}
+    run = subprocess.run([sys.executable, "-m", "fastobj.benchmarks.kernel_variants",
+                          "--limit", "2", "occupancy", "90"],
+                         capture_output=True, text=True, env=env, cwd=str(REPO), timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    tiles = [own.constexprs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")]
+    assert rows[0]["config"] == tiles + [own.num_warps, own.num_stages]
+    assert [row["launcher"] for row in rows] == [True, False]
+    assert rows[0]["resident"] >= 1 and not rows[0]["spill_stores"]
+    assert all(row["registers"] and row["shared"] > 0 for row in rows)
