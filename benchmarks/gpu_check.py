@@ -13,8 +13,9 @@ benchmark phases, and the profile phase.
     cut short still leaves the tables of the phases done.
 ``profile``
     at the headline shapes (``--rehearsal``: the rehearsal preset's): per-kernel device time of
-    one fwd+bwd call of Diversity, TV and Direction from ``torch.profiler``, and the eager time
-    per call against CUDA-graph replay (the host's share, measured).
+    one fwd+bwd call of Diversity, TV and Direction from ``torch.profiler``, the eager time
+    per call against CUDA-graph replay (the host's share, measured), and the W·F kernel's
+    time under each tile configuration of kernel_variants.WF_CONFIGS against the launcher's.
 ``sass CC``
     the Diversity kernels of the headline point (B=1024, bfloat16) compiled for compute
     capability CC as a launch on the device would compile them (benchmarks/kernel_variants.py):
@@ -167,7 +168,7 @@ def _kernel_table(step, device) -> List[str]:
     return lines
 
 
-def profile(rehearsal: bool) -> None:
+def profile(rehearsal: bool) -> int:
     import torch
 
     from .ops import OPS, build_provider, make_args
@@ -190,6 +191,75 @@ def profile(rehearsal: bool) -> None:
         else:
             print(f"  eager {eager * 1e6:.1f} us per call; no CUDA graph without CUDA",
                   flush=True)
+    return wf_tiles(rehearsal, device)
+
+
+# (B, C, P) of the W·F tile comparison in the rehearsal: C = 128 makes the storage tile 128,
+# which every configuration's BLOCK_M and BLOCK_K divide (the rehearsal preset's C = 16 does not).
+_REHEARSAL_WF_DIMS = (2, 128, 16)
+
+
+def wf_tiles(rehearsal: bool, device) -> int:
+    """The W·F kernel at the headline Diversity point (bfloat16) under each tile configuration
+    of kernel_variants.WF_CONFIGS against the launcher's own: device time per launch, the FLOP
+    rate of its 2·B·C²·P, and the largest difference from the launcher's gradient relative to
+    its largest entry (the same sums in another order: rounding only; the gradient buffer is
+    filled with NaN before each, so a tile left unwritten shows). The warm phase compiled these
+    launches. The backward's launches are recorded with real tensors (nothing launched), its
+    first kernel (the cotangent partials) run once, then the W·F record under each tiling.
+    1 when a configuration failed or differs by more than 5e-2, else 0."""
+    import torch
+
+    from ..kernels import diversity as kd
+    from . import kernel_variants as kv
+    from .timing import time_calls
+    if rehearsal:
+        dims = _REHEARSAL_WF_DIMS
+    else:
+        b, c, h, w = (int(n) for n in kv.WF_POINT.split()[2].split("x"))
+        dims = (b, c, h * w)
+    gen = torch.Generator(device=device).manual_seed(0)
+    feats = torch.randn(dims, device=device, generator=gen).to(torch.bfloat16)
+    sums, _, norms, grams = kd.diversity_sums_forward(feats, 1e-12)
+    upstream = torch.tensor(0.7, dtype=torch.bfloat16, device=device)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count \
+        if device.type == "cuda" else CHECK_SMS
+    with kv.recording(sms) as records:
+        kd.diversity_value_backward(feats, norms, grams, sums, upstream, 1e-12)
+    cotangent, own = records
+
+    def launch(record):
+        kernel, grid, args, kwargs = record
+        kernel[grid](*args, **kwargs)
+    launch(cotangent)
+    launch(own)
+    grad = own[2][own[0].arg_names.index("out_ptr")]
+    expected = grad.float()
+    scale = expected.abs().max().clamp_min(1e-30)
+    flops = 2 * dims[0] * dims[1] ** 2 * dims[2]
+    configs = [kv.wf_config(own)] + [c for c in kv.WF_CONFIGS if c != kv.wf_config(own)]
+    print(f"--- W·F kernel, {'x'.join(map(str, dims))} bfloat16, by tile configuration "
+          f"(M, N, K, warps, stages)")
+    base, status = None, 0
+    for config in configs:
+        record = kv.with_tiles(own, config)
+        try:
+            grad.fill_(float("nan"))
+            launch(record)
+            error = ((grad.float() - expected).abs().max() / scale).item()
+            calls = 20 if device.type == "cuda" else 1
+            seconds = min(time_calls(lambda: launch(record), device, calls) for _ in range(3))
+        except Exception as exc:  # a tiling the device refuses: say so, time the others
+            print(f"  {str(config):<24} failed: {type(exc).__name__}: {exc}", flush=True)
+            status = 1
+            continue
+        base = base or seconds
+        status |= not error <= 5e-2
+        note = "  (the launcher's)" if config == configs[0] else ""
+        print(f"  {str(config):<24} {seconds * 1e6:10.1f} us  {flops / seconds / 1e12:7.1f} "
+              f"TFLOP/s  {base / seconds:5.2f}x the launcher's speed  difference {error:.1e}"
+              f"{note}", flush=True)
+    return status
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,7 +321,7 @@ def main(argv: List[str]) -> int:
     elif command == "merge":
         merge(*rest)
     elif command == "profile":
-        profile(rehearsal)
+        return profile(rehearsal)
     elif command == "sass":
         return sass(int(rest[0]), rehearsal)
     else:

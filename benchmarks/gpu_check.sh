@@ -20,8 +20,9 @@
 #   compile   the preset's torch.compile points;
 #   classic   the classic loops, under a capped per-call budget;
 #   rest      the rest of the `gpu` preset (fastobj, reference, bmm);
-#   profile   per-kernel device time (torch.profiler), eager vs CUDA-graph replay per call, and
-#             the registers, spills and SASS (HGMMA count) of the Diversity kernels;
+#   profile   per-kernel device time (torch.profiler), eager vs CUDA-graph replay per call, the
+#             W·F kernel timed under other tile configurations (compiled by the warm phase),
+#             and the registers, spills and SASS (HGMMA count) of the Diversity kernels;
 #   tier      the `gpu` test tier, a timeout per test.
 # Output ($OUT, at most 8 files): gpu_check.log (everything, unbuffered), warm.jsonl,
 # summary.txt (one table per benchmark phase), bench.csv and diversity.png (all phases),
@@ -74,7 +75,7 @@ if [ "$MODE" = plan ]; then
       compile) what="torch.compile points of the gpu preset" ;;
       classic) what="classic loops, ${CLASSIC_BUDGET} s per call at most" ;;
       rest) what="the rest of the gpu preset" ;;
-      profile) what="profiler kernel times, eager vs graph replay, registers, SASS" ;;
+      profile) what="profiler kernel times, eager vs graph replay, W·F tiles, registers, SASS" ;;
       tier) what="$tests gpu tests, ${TEST_TIMEOUT} s each at most" ;;
     esac
     printf '%-9s %5ss  %s\n' "$name" "$secs" "$what"

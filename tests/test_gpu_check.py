@@ -57,6 +57,13 @@ def test_rehearsal_runs_every_phase(tmp_path):
     profile = (out / "profile.txt").read_text()
     assert "tensor-core instructions {'HMMA'" in profile, profile
     assert "_w_times_f_kernel" in profile and "eager" in profile
+    # the W·F kernel timed under the launcher's tiles and each other configuration
+    from fastobj.benchmarks.kernel_variants import WF_CONFIGS
+    rows = re.findall(r"^  \((\d+), (\d+), (\d+), (\d+), (\d+)\) .* TFLOP/s .*difference "
+                      r"(\S+)", profile, re.M)
+    assert len(rows) == 1 + len(WF_CONFIGS), profile
+    assert {tuple(map(int, r[:5])) for r in rows[1:]} == set(WF_CONFIGS)
+    assert all(float(r[5]) <= 5e-2 for r in rows), profile
 
 
 def test_bench_writes_its_table_on_sigterm(tmp_path):
