@@ -165,11 +165,12 @@ OWN_EXAMPLES = Path(__file__).resolve()  # this file names missing files on purp
 
 
 def _repository_files():
-    """The repository's own files: hidden folders (.git, virtual environments), builds and
-    outputs left out."""
+    """The repository's own files: hidden folders (.git, .venv), virtual environments of any
+    name (a folder holding pyvenv.cfg), builds and outputs left out."""
     for root, dirs, files in os.walk(REPO):
         dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("build", "dist")
-                   and not d.endswith((".egg-info", "-out", "__pycache__"))]
+                   and not d.endswith((".egg-info", "-out", "__pycache__"))
+                   and not (Path(root) / d / "pyvenv.cfg").exists()]
         yield from (Path(root) / name for name in files)
     yield REPO / ".ci" / "run"
 
