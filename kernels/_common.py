@@ -162,13 +162,8 @@ class Launch:
         return Launch(self.grid, dict(self.constexprs, **changes), self.num_warps,
                       self.num_stages, self.maxnreg)
 
-    def __call__(self, kernel, *args, **extra_constexprs):
-        if extra_constexprs:
-            kwargs = dict(self._kwargs, **extra_constexprs)
-            options_key = tuple(sorted(kwargs.items()))
-        else:
-            kwargs, options_key = self._kwargs, self._options_key
-        launch_compiled(kernel, self.grid, args, kwargs, options_key)
+    def __call__(self, kernel, *args):
+        launch_compiled(kernel, self.grid, args, self._kwargs, self._options_key)
 
 
 # --------------------------------------------------------------------------------------------
