@@ -213,13 +213,15 @@ def wf_tiles(rehearsal: bool, device) -> int:
     from ..kernels import diversity as kd
     from . import kernel_variants as kv
     from .timing import time_calls
-    if rehearsal:
-        dims = _REHEARSAL_WF_DIMS
-    else:
-        b, c, h, w = (int(n) for n in kv.WF_POINT.split()[2].split("x"))
-        dims = (b, c, h * w)
     gen = torch.Generator(device=device).manual_seed(0)
-    feats = torch.randn(dims, device=device, generator=gen).to(torch.bfloat16)
+
+    def new(shape, dtype):
+        return torch.randn(shape, device=device, generator=gen).to(dtype)
+    if rehearsal:
+        feats = new(_REHEARSAL_WF_DIMS, torch.bfloat16)
+    else:
+        (feats,) = kv.wf_case().inputs(new)
+    dims = tuple(feats.shape)
     sums, _, norms, grams = kd.diversity_sums_forward(feats, 1e-12)
     upstream = torch.tensor(0.7, dtype=torch.bfloat16, device=device)
     sms = torch.cuda.get_device_properties(device).multi_processor_count \
@@ -237,7 +239,7 @@ def wf_tiles(rehearsal: bool, device) -> int:
     expected = grad.float()
     scale = expected.abs().max().clamp_min(1e-30)
     flops = 2 * dims[0] * dims[1] ** 2 * dims[2]
-    configs = [kv.wf_config(own)] + [c for c in kv.WF_CONFIGS if c != kv.wf_config(own)]
+    configs = kv.wf_configs(own)
     print(f"--- W·F kernel, {'x'.join(map(str, dims))} bfloat16, by tile configuration "
           f"(M, N, K, warps, stages)")
     base, status = None, 0

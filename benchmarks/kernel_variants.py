@@ -310,10 +310,11 @@ def record(groups=GROUPS, sm_count: int = H200_SMS, preset: Optional[str] = "gpu
             with recording(sm_count) as records:
                 case.launch(meta_tensor)
             out[case.group].append((case.label, list(records)))
-            if case.label == WF_POINT and "diversity" in groups:  # the profile phase times them
+            if case.label == WF_POINT:  # the GPU check's profile phase times these
+                record = wf_record(records)
                 out["diversity"].append(("W·F tiles " + case.label,
-                                         [with_tiles(wf_record(records), config)
-                                          for config in WF_CONFIGS]))
+                                         [with_tiles(record, config)
+                                          for config in wf_configs(record)[1:]]))
     return out
 
 
@@ -482,23 +483,31 @@ def resident_programs(registers: int, shared: int, num_warps: int) -> int:
                _SM90["programs"])
 
 
+def wf_case() -> "Case":
+    """The bench case of WF_POINT (its inputs: the (B, C, H·W) view the bench op passes)."""
+    return next(c for c in bench_cases("gpu") if c.label == WF_POINT)
+
+
 def wf_record(records: list):
     """The W·F launch among a Diversity case's records: the last (the eager objective's
     backward, A formed from S)."""
     return [r for r in records if r[0].__name__ == "_w_times_f_kernel"][-1]
 
 
-def wf_config(record) -> tuple:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of a W·F record."""
+def wf_configs(record) -> List[tuple]:
+    """The launcher's (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of a W·F record, then
+    every other one of WF_CONFIGS."""
     kwargs = record[3]
-    return (kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["BLOCK_K"], kwargs["num_warps"],
-            kwargs["num_stages"])
+    own = (kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["BLOCK_K"], kwargs["num_warps"],
+           kwargs["num_stages"])
+    return [own] + [config for config in WF_CONFIGS if config != own]
 
 
 def with_tiles(record, config: tuple):
     """A W·F record under another tile configuration (one of WF_CONFIGS): the constexprs and
     options replaced, and its row- and column-block counts (NM, NP) and grid recomputed.
     BLOCK_M and BLOCK_K must divide the storage tile SB."""
+    from fastobj.kernels._common import cdiv
     kernel, grid, args, kwargs = record
     block_m, block_n, block_k, warps, stages = config
     names = kernel.arg_names[:len(args)]
@@ -506,7 +515,7 @@ def with_tiles(record, config: tuple):
     if kwargs["SB"] % block_m or kwargs["SB"] % block_k:
         raise ValueError(f"W·F tiles {config} do not divide the storage tile {kwargs['SB']}")
     samples = grid[0] // (values["NM"] * values["NP"])
-    values["NM"], values["NP"] = -(-values["C"] // block_m), -(-values["P"] // block_n)
+    values["NM"], values["NP"] = cdiv(values["C"], block_m), cdiv(values["P"], block_n)
     kwargs = dict(kwargs, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
                   num_stages=stages)
     return (kernel, (samples * values["NM"] * values["NP"],), tuple(values[n] for n in names),
@@ -520,18 +529,16 @@ def occupancy(capability: int, limit: Optional[int] = None):
     WF_CONFIGS (the first `limit` rows only, when given)."""
     import triton
     from triton.backends.compiler import GPUTarget
-    case = next(c for c in bench_cases("gpu") if c.label == WF_POINT)
     with recording() as records:
-        case.launch(meta_tensor)
+        wf_case().launch(meta_tensor)
     record = wf_record(records)
-    own = wf_config(record)
-    configs = [own] + [config for config in WF_CONFIGS if config != own]
+    configs = wf_configs(record)
     for config in configs[:limit]:
         _, src, options = compile_input(with_tiles(record, config), capability)
         compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32), options=options)
         info = _ptxas_report(compiled.asm["ptx"], capability)
         shared = compiled.metadata.shared + info["static_smem"]
-        yield dict(info, config=list(config), launcher=config == own, shared=shared,
+        yield dict(info, config=list(config), launcher=config == configs[0], shared=shared,
                    resident=resident_programs(info["registers"], shared, config[3]))
 
 
